@@ -1,0 +1,138 @@
+"""Conan 2, configured from the target model: a private Conan home, profiles, machine files.
+
+Everything is written only when its content changes, so an unchanged second run invalidates
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .settings import Settings
+from .targets import Target
+
+BUILD_PROFILE = "nntc-build"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def conan_env(settings: Settings) -> dict[str, str]:
+    return {"CONAN_HOME": str(settings.conan_home), "NO_COLOR": "1"}
+
+
+def host_profile_name(target: Target) -> str:
+    return f"nntc-{target.name}"
+
+
+def global_conf(settings: Settings) -> str:
+    return "\n".join(
+        [
+            "# Written by nnpack-toolchain; edits are overwritten.",
+            f"core.sources:download_cache={settings.sources_dir}",
+            "core:non_interactive=True",
+            f"tools.build:jobs={settings.jobs}",
+            "",
+        ]
+    )
+
+
+def machine_file(target: Target) -> str:
+    """Meson machine file: QEMU as exe_wrapper, so `meson test` runs cross tests instead of skipping."""
+    wrapper = ", ".join(f"'{part}'" for part in target.emulator)
+    if not target.emulator:
+        return "[binaries]\n"
+    # Conan writes needs_exe_wrapper = false when tools.build.cross_building:can_run is set;
+    # this file comes later on the command line and wins.
+    return f"[properties]\nneeds_exe_wrapper = true\n\n[binaries]\nexe_wrapper = [{wrapper}]\n"
+
+
+def host_profile(target: Target, settings: Settings, machine_file_path: Path) -> str:
+    flags = json.dumps(list(target.compiler_flags))
+    extra = {}
+    if target.emulator:
+        extra["CMAKE_CROSSCOMPILING_EMULATOR"] = ";".join(target.emulator)
+    if settings.ccache:
+        extra["CMAKE_C_COMPILER_LAUNCHER"] = "ccache"
+        extra["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
+    compilers = json.dumps({"c": target.cc, "cpp": target.cxx})
+    lines = [
+        f"# Host profile for target {target.name} ({target.gnu_triple}); generated from the target model.",
+        "[settings]",
+        "os=Linux",
+        f"arch={target.conan_arch}",
+        "compiler=gcc",
+        "compiler.version=12",
+        "compiler.libcxx=libstdc++11",
+        "compiler.cppstd=gnu17",
+        "build_type=Release",
+        "[conf]",
+        f"tools.build:compiler_executables={compilers}",
+        f"tools.build:cflags={flags}",
+        f"tools.build:cxxflags={flags}",
+        f"tools.cmake.cmaketoolchain:system_processor={target.cmake_system_processor}",
+        "tools.cmake.cmaketoolchain:generator=Ninja",
+        f"tools.cmake.cmaketoolchain:extra_variables={json.dumps(extra)}",
+        "tools.gnu:pkg_config=pkg-config",
+        f"tools.meson.mesontoolchain:extra_machine_files={json.dumps([str(machine_file_path)])}",
+        f"user.nntc:source_cache={settings.sources_dir}",
+    ]
+    if target.emulator:
+        lines.append("tools.build.cross_building:can_run=True")
+    return "\n".join(lines) + "\n"
+
+
+def build_profile() -> str:
+    return "\n".join(
+        [
+            "# Build profile: the x86-64 Debian host.",
+            "[settings]",
+            "os=Linux",
+            "arch=x86_64",
+            "compiler=gcc",
+            "compiler.version=12",
+            "compiler.libcxx=libstdc++11",
+            "compiler.cppstd=gnu17",
+            "build_type=Release",
+            "[conf]",
+            "tools.cmake.cmaketoolchain:generator=Ninja",
+            "",
+        ]
+    )
+
+
+def prepare_home(settings: Settings, target: Target) -> None:
+    """Write global.conf, an empty remote list (ConanCenter is never used), profiles, machine file."""
+    home = settings.conan_home
+    write_if_changed(home / "global.conf", global_conf(settings))
+    remotes = home / "remotes.json"
+    if not remotes.exists():
+        write_if_changed(remotes, json.dumps({"remotes": []}, indent=2) + "\n")
+    machine = home / "machine-files" / f"{target.name}.ini"
+    write_if_changed(machine, machine_file(target))
+    write_if_changed(home / "profiles" / BUILD_PROFILE, build_profile())
+    write_if_changed(home / "profiles" / "default", build_profile())
+    write_if_changed(home / "profiles" / host_profile_name(target), host_profile(target, settings, machine))
+
+
+def conan_command() -> list[str]:
+    """Conan from the same Python environment as the toolchain."""
+    return [sys.executable, "-m", "conans.conan"]
+
+
+def profile_args(target: Target) -> list[str]:
+    return ["-pr:h", host_profile_name(target), "-pr:b", BUILD_PROFILE]
+
+
+def env_without_python_noise() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CONAN_")}

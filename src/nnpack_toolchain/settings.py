@@ -1,0 +1,71 @@
+"""The options model: what a user can set, with defaults, in one frozen record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RECIPES_DIR = PROJECT_ROOT / "recipes"
+PATCHES_DIR = PROJECT_ROOT / "patches"
+TEST_CHOICES = ("quick", "all", "none")
+
+
+def default_home() -> Path:
+    env = os.environ.get("NNPACK_TOOLCHAIN_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nnpack-toolchain"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    """Everything the toolchain writes: source cache, Conan home, logs, artifacts."""
+    source_cache: Path | None = None
+    """Conan download cache (files stored as s/<sha256>); default <home>/sources."""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    offline: bool = False
+    local_sources: dict[str, Path] = field(default_factory=dict)
+    """Package name -> local source directory (used instead of the pinned archive; unverified)."""
+    backend: str = "fast"
+    tests: str = "quick"
+    ccache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tests not in TEST_CHOICES:
+            raise ConfigurationError(f"--tests must be one of {', '.join(TEST_CHOICES)}, not {self.tests!r}")
+        if self.jobs < 1:
+            raise ConfigurationError(f"--jobs must be at least 1, not {self.jobs}")
+        for name, path in self.local_sources.items():
+            if not path.is_dir():
+                raise ConfigurationError(f"--source {name}={path}: not a directory")
+
+    @property
+    def sources_dir(self) -> Path:
+        return self.source_cache or (self.home / "sources")
+
+    @property
+    def conan_home(self) -> Path:
+        return self.home / "conan"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def output_dir(self, target_name: str) -> Path:
+        return self.home / "out" / target_name
+
+
+def parse_local_sources(values: list[str] | None) -> dict[str, Path]:
+    """Parse repeated `--source NAME=DIR` options."""
+    result: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, directory = value.partition("=")
+        if not sep or not name or not directory:
+            raise ConfigurationError(f"--source expects NAME=DIR, got {value!r}")
+        result[name.strip().lower()] = Path(directory).expanduser().resolve()
+    return result
