@@ -42,6 +42,8 @@ def global_conf(settings: Settings) -> str:
             f"core.sources:download_cache={settings.sources_dir}",
             "core:non_interactive=True",
             f"tools.build:jobs={settings.jobs}",
+            # Tells the recipes which mirror of a pinned source the cache holds.
+            f"user.nntc:source_cache={settings.sources_dir}",
             "",
         ]
     )
@@ -85,7 +87,6 @@ def host_profile(target: Target, settings: Settings, machine_file_path: Path) ->
         f"tools.cmake.cmaketoolchain:extra_variables={json.dumps(extra)}",
         "tools.gnu:pkg_config=pkg-config",
         f"tools.meson.mesontoolchain:extra_machine_files={json.dumps([str(machine_file_path)])}",
-        f"user.nntc:source_cache={settings.sources_dir}",
     ]
     if target.emulator:
         lines.append("tools.build.cross_building:can_run=True")

@@ -6,7 +6,6 @@ printed when the step fails.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import ToolchainError
 
@@ -35,11 +35,11 @@ class Step:
 
 
 def info(message: str) -> None:
-    console.print(f"  {message}")
+    console.print(f"  {escape(message)}")
 
 
 def warn(message: str) -> None:
-    console.print(f"  [yellow]warning:[/yellow] {message}")
+    console.print(f"  [yellow]warning:[/yellow] {escape(message)}")
 
 
 @contextmanager
@@ -49,26 +49,23 @@ def step(stage: str, target: str, what: str, log_dir: Path) -> Iterator[Step]:
     log_path = log_dir / f"{stage}-{target}.log"
     log_path.write_text(f"# {stage} [{target}]: {what}\n# started {time.ctime()}\n")
     current = Step(stage, target, log_path, time.monotonic())
-    console.print(f"[bold blue]>>[/bold blue] {stage} [{target}]: {what}")
+    console.print(f"[bold blue]>>[/bold blue] {stage} {escape(f'[{target}]')}: {escape(what)}")
     try:
         yield current
     except ToolchainError as error:
         if error.log_path is None:
             error.log_path = log_path
         console.print(
-            f"[bold red]!![/bold red] {stage} [{target}] failed after {current.elapsed:.1f} s; "
+            f"[bold red]!![/bold red] {stage} {escape(f'[{target}]')} failed after {current.elapsed:.1f} s; "
             f"full log: {log_path}"
         )
         raise
     except BaseException:
         console.print(
-            f"[bold red]!![/bold red] {stage} [{target}] interrupted after {current.elapsed:.1f} s; "
+            f"[bold red]!![/bold red] {stage} {escape(f'[{target}]')} interrupted after {current.elapsed:.1f} s; "
             f"full log: {log_path}"
         )
         raise
     suffix = f" ({current.note})" if current.note else ""
-    console.print(f"[bold green]ok[/bold green] {stage} [{target}] done in {current.elapsed:.1f} s{suffix}")
+    console.print(f"[bold green]ok[/bold green] {stage} {escape(f'[{target}]')} done in {current.elapsed:.1f} s{escape(suffix)}")
 
-
-def quiet() -> bool:
-    return os.environ.get("NNPACK_TOOLCHAIN_QUIET") == "1"

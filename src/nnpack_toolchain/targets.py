@@ -42,6 +42,8 @@ class Target:
     elf_machine: str = ""
     """What `readelf -h` prints as Machine for this target's objects."""
     elf_class: str = ""
+    elf_attributes: tuple[str, ...] = ()
+    """Lines `readelf -A` must print for the target's objects (ARMv7: NEON/VFPv4 build attributes)."""
 
     @property
     def is_native(self) -> bool:
@@ -129,6 +131,7 @@ TARGETS: dict[str, Target] = {
             wheel_platform="linux_armv7l",
             elf_machine="ARM",
             elf_class="ELF32",
+            elf_attributes=("Tag_FP_arch: VFPv4", "Tag_Advanced_SIMD_arch: NEONv1 with Fused-MAC"),
         ),
         Target(
             name="arm64",

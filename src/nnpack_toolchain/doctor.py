@@ -1,0 +1,62 @@
+"""Host checks: every tool the pipeline runs, and the Debian package that provides it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from .errors import MissingToolError
+from .targets import TARGETS, Target
+
+# Tools every target needs: command -> Debian package.
+COMMON_TOOLS: dict[str, str] = {
+    "cmake": "cmake",
+    "ninja": "ninja-build",
+    "pkg-config": "pkg-config",
+    "ccache": "ccache",
+    "readelf": "binutils",
+    "git": "git",
+    "file": "file",
+    "gzip": "gzip",
+    "xz": "xz-utils",
+    "dpkg-source": "dpkg-dev",
+}
+# Installed with the project itself (pyproject.toml), from PyPI.
+PYTHON_TOOLS: dict[str, str] = {"conan": "conan", "meson": "meson", "invoke": "invoke"}
+
+
+@dataclass(frozen=True)
+class Check:
+    tool: str
+    provider: str
+    found: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.found is not None
+
+
+def tools_for(targets: list[Target]) -> dict[str, str]:
+    tools = dict(COMMON_TOOLS)
+    for target in targets:
+        tools.update(target.debian_packages)
+    return tools
+
+
+def check(targets: list[Target] | None = None) -> list[Check]:
+    targets = list(TARGETS.values()) if targets is None else targets
+    checks = [Check(tool, f"apt-get install {pkg}", shutil.which(tool)) for tool, pkg in tools_for(targets).items()]
+    checks += [Check(tool, f"pip install {pkg}", shutil.which(tool)) for tool, pkg in PYTHON_TOOLS.items()]
+    return checks
+
+
+def require_tools(targets: list[Target]) -> None:
+    """Raise MissingToolError naming the Debian package of every missing tool."""
+    missing = {tool: pkg for tool, pkg in tools_for(targets).items() if shutil.which(tool) is None}
+    if missing:
+        raise MissingToolError(missing)
+
+
+def debian_packages(targets: list[Target] | None = None) -> list[str]:
+    targets = list(TARGETS.values()) if targets is None else targets
+    return sorted(set(tools_for(targets).values()))

@@ -1,0 +1,40 @@
+"""Stage 1: fill the source cache with every pinned source, verified by sha256."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import log
+from .errors import ConfigurationError, MissingSourceError
+from .settings import Settings
+from .sources import SourceCache, load_pins
+
+
+def fetch_sources(settings: Settings, *, names: list[str] | None = None,
+                  from_git: dict[str, Path] | None = None) -> list[str]:
+    """Fetch (or import from git clones) the named packages, all by default; returns one line each."""
+    pins = load_pins()
+    unknown = set(names or []) | set(from_git or {})
+    unknown -= set(pins)
+    if unknown:
+        raise ConfigurationError(f"unknown package(s) {', '.join(sorted(unknown))}; packages: {', '.join(pins)}")
+    cache = SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
+    lines, missing = [], []
+    with log.step("fetch", "all", f"pinned sources into {settings.sources_dir}", settings.logs_dir) as step:
+        for name in names or list(pins):
+            pin = pins[name]
+            if from_git and name in from_git:
+                origin = cache.import_git(pin, from_git[name])
+            else:
+                try:
+                    origin = cache.resolve(pin, offline=settings.offline).origin
+                except MissingSourceError as exc:
+                    missing.extend(exc.missing)
+                    continue
+            lines.append(f"{pin.reference}: {origin}")
+            log.info(lines[-1])
+        with open(step.log_path, "a") as stream:
+            stream.write("\n".join(lines) + "\n")
+        if missing:
+            raise MissingSourceError(missing, offline=settings.offline)
+    return lines

@@ -1,0 +1,242 @@
+"""Stage 2: NNPACK as shared libraries for one target, through the Conan recipes.
+
+`build_nnpack(target, settings)` resolves the pinned sources, runs `conan create` for NNPACK
+(its dependencies are built by their own recipes on the way; NNPACK's test suite runs in the
+recipe's build(), natively or under QEMU; the Meson smoke test runs as its test_package),
+deploys the result to `<home>/out/<target>/nnpack`, and checks that the library is for the
+right machine and carries the expected backend's kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import conan_config, log
+from .doctor import require_tools
+from .errors import BuildError, ConfigurationError, MissingSourceError, PatchError, VerificationError
+from .runner import capture, run
+from .settings import PATCHES_DIR, RECIPES_DIR, Settings
+from .sources import Pin, Resolved, SourceCache, load_pins, pins_for_backend, sha256_of
+from .targets import Target
+
+RESULT_FILE = "nnpack-result.json"
+
+
+@dataclass
+class TestSummary:
+    ran: int = 0
+    passed: int = 0
+    failed: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NnpackResult:
+    target: str
+    reference: str
+    backend: str
+    prefix: str
+    """Deployed package: lib/libnnpack.so, include/nnpack.h."""
+    library: str
+    include_dirs: list[str]
+    library_sha256: str
+    library_size: int
+    tests: TestSummary
+    sources: list[str]
+    inputs_digest: str
+    build_seconds: float = 0.0
+    up_to_date: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> "NnpackResult":
+        data = json.loads(path.read_text())
+        data["tests"] = TestSummary(**data["tests"])
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+
+def resolve_backend(target: Target, settings: Settings) -> str:
+    backend = target.nnpack_backend if settings.backend == "fast" else settings.backend
+    if backend not in target.nnpack_backends:
+        raise ConfigurationError(
+            f"backend {backend!r} is not available for {target.name}; choose one of: fast, "
+            + ", ".join(target.nnpack_backends)
+        )
+    return backend
+
+
+def resolve_sources(pins: list[Pin], settings: Settings, target: Target) -> list[Resolved]:
+    unknown = set(settings.local_sources) - {p.name for p in load_pins().values()}
+    if unknown:
+        raise ConfigurationError(
+            f"--source names unknown package(s) {', '.join(sorted(unknown))}; packages: "
+            + ", ".join(sorted(load_pins()))
+        )
+    cache = source_cache(settings)
+    resolved, missing = [], []
+    for pin in pins:  # collect every missing source before failing
+        try:
+            resolved.append(cache.resolve(pin, offline=settings.offline, local_dir=settings.local_sources.get(pin.name)))
+        except MissingSourceError as exc:
+            missing.extend(exc.missing)
+    if missing:
+        raise MissingSourceError(missing, offline=settings.offline)
+    return resolved
+
+
+def source_cache(settings: Settings) -> SourceCache:
+    return SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
+
+
+def inputs_digest(target: Target, settings: Settings, backend: str, pins: list[Pin]) -> str:
+    """Everything that decides the NNPACK binary: recipes, patches, profile, options."""
+    digest = hashlib.sha256()
+    for root in (RECIPES_DIR, PATCHES_DIR):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "build-" not in path.as_posix() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root.parent).as_posix().encode())
+                digest.update(path.read_bytes())
+    home = settings.conan_home
+    digest.update(conan_config.host_profile(target, settings, home / "machine-files" / f"{target.name}.ini").encode())
+    digest.update(f"{backend}|{settings.tests}|{[p.reference for p in pins]}".encode())
+    return digest.hexdigest()
+
+
+def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
+    require_tools([target])
+    backend = resolve_backend(target, settings)
+    pins = pins_for_backend(backend)
+    out_dir = settings.output_dir(target.name)
+    result_path = out_dir / RESULT_FILE
+
+    with log.step("sources", target.name, f"verify pinned sources of {len(pins)} packages", settings.logs_dir) as step:
+        resolved = resolve_sources(pins, settings, target)
+        with open(step.log_path, "a") as stream:
+            stream.write("\n".join(r.line() for r in resolved) + "\n")
+        for r in resolved:
+            if not r.verified:
+                log.warn(r.line())
+        step.note = ", ".join(sorted({r.origin.split(" (")[0] for r in resolved}))
+
+    conan_config.prepare_home(settings, target)
+    digest = inputs_digest(target, settings, backend, pins)
+    if not settings.local_sources and result_path.is_file():
+        previous = NnpackResult.load(result_path)
+        if previous.inputs_digest == digest and Path(previous.library).is_file():
+            previous.up_to_date = True
+            log.info(f"nnpack [{target.name}]: up to date ({previous.library})")
+            return previous
+
+    nnpack_pin = next(p for p in pins if p.name == "nnpack")
+    env = conan_config.conan_env(settings)
+    conan = conan_config.conan_command()
+    with log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
+                  settings.logs_dir) as step:
+        for recipe in ["base"] + [p.name for p in pins]:
+            run([*conan, "export", RECIPES_DIR / recipe, "-vquiet"], env=env, log_path=step.log_path,
+                what=f"conan export {recipe}")
+        args = [*conan, "create", RECIPES_DIR / "nnpack", *conan_config.profile_args(target),
+                "-o", f"nnpack/*:backend={backend}", "-c", f"user.nntc:nnpack_tests={settings.tests}",
+                "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]',
+                "--build=missing"]
+        for name, directory in settings.local_sources.items():
+            args += ["-c", f"{name}/*:user.nntc:source_dir={directory}", f"--build={name}/*"]
+        try:
+            run(args, env=env, log_path=step.log_path, what=f"conan create nnpack for {target.name}")
+        except BuildError as error:
+            raise classify_build_failure(error, step.log_path) from None
+        deploy = out_dir / "deploy"
+        shutil.rmtree(deploy, ignore_errors=True)
+        run([*conan, "install", f"--requires={nnpack_pin.reference}", *conan_config.profile_args(target),
+             "-o", f"nnpack/*:backend={backend}", "-c", f"user.nntc:nnpack_tests={settings.tests}",
+             "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]',
+             *[a for name, d in settings.local_sources.items() for a in ("-c", f"{name}/*:user.nntc:source_dir={d}")],
+             "--deployer=direct_deploy", f"--deployer-folder={deploy}", "-vquiet"],
+            env=env, log_path=step.log_path, what="conan install (deploy)")
+        prefix = deploy / "direct_deploy" / "nnpack"
+        library = prefix / "lib" / "libnnpack.so"
+        verify_library(target, backend, library, step.log_path)
+        tests = read_test_summary(prefix / "res" / "nnpack-tests.xml")
+        result = NnpackResult(
+            target=target.name,
+            reference=nnpack_pin.reference,
+            backend=backend,
+            prefix=str(prefix),
+            library=str(library),
+            include_dirs=[str(prefix / "include"), str(deploy / "direct_deploy" / "pthreadpool" / "include")],
+            library_sha256=sha256_of(library),
+            library_size=library.stat().st_size,
+            tests=tests,
+            sources=[r.line() for r in resolved],
+            inputs_digest=digest,
+            build_seconds=round(step.elapsed, 1),
+        )
+        step.note = f"{tests.passed}/{tests.ran} NNPACK tests passed"
+    result.save(result_path)
+    return result
+
+
+def classify_build_failure(error: BuildError, log_path: Path) -> BuildError:
+    """Turn a failed patch into a PatchError that names the patch and the file."""
+    text = log_path.read_text(errors="replace")
+    if "apply_conandata_patches" in text or "Patch " in text and "failed" in text:
+        patch = re.search(r"Apply patch \(([^)]*)\): ([^\n]*)", text)
+        files = re.findall(r"(?:can't find file to patch|source file is different|Hunk .* FAILED|file \S+ to patch|patch: \*\*\*[^\n]*|failed[^\n]*)", text)
+        name = patch.group(2).strip() if patch else "a patch"
+        return PatchError(
+            f"{name} no longer applies ({'; '.join(dict.fromkeys(files)) or 'see log'}). "
+            "Refresh it against the pinned source, or fix the pin.",
+            log_path=log_path,
+        )
+    return error
+
+
+def read_test_summary(junit: Path) -> TestSummary:
+    if not junit.is_file():
+        return TestSummary()
+    root = ET.parse(junit).getroot()
+    cases = root.iter("testcase")
+    summary = TestSummary()
+    for case in cases:
+        summary.ran += 1
+        failed = case.find("failure") is not None or case.find("error") is not None or case.get("status") == "fail"
+        if failed:
+            summary.failed += 1
+        else:
+            summary.passed += 1
+        summary.names.append(case.get("name", "?"))
+    return summary
+
+
+def verify_library(target: Target, backend: str, library: Path, log_path: Path) -> None:
+    """The library must be an ELF for the target machine and define the backend's kernels."""
+    if not library.is_file():
+        raise VerificationError(f"{library} was not produced", log_path=log_path)
+    header = capture(["readelf", "-h", library])
+    if target.elf_machine not in header or target.elf_class not in header:
+        raise VerificationError(
+            f"{library} is not a {target.elf_class} {target.elf_machine} object:\n{header}", log_path=log_path
+        )
+    symbols = capture(["readelf", "--dyn-syms", "-W", library])
+    marker = target.backend_marker_symbols[backend]
+    if marker not in symbols:
+        raise VerificationError(
+            f"{library} lacks {marker}: the {backend} kernels were not built (NNPACK falls back to "
+            "psimd silently when it finds no Python for PeachPy)",
+            log_path=log_path,
+        )
+    if target.elf_attributes:
+        attributes = capture(["readelf", "-A", library])
+        for needed in target.elf_attributes:
+            if needed not in attributes:
+                raise VerificationError(f"{library}: build attribute {needed!r} missing", log_path=log_path)

@@ -1,0 +1,72 @@
+"""Invoke tasks: one thin task per stage. Logic lives in src/nnpack_toolchain."""
+
+from invoke import task
+
+from nnpack_toolchain import doctor as host
+from nnpack_toolchain.cli import make_settings, reports_errors
+from nnpack_toolchain.fetch import fetch_sources
+from nnpack_toolchain.log import console
+from nnpack_toolchain.nnpack import build_nnpack
+from nnpack_toolchain.settings import parse_local_sources
+from nnpack_toolchain.targets import parse_targets
+
+COMMON_HELP = {
+    "arch": "target: x86_64, armv7, arm64 (aliases amd64, armhf, aarch64), a comma list, or all",
+    "jobs": "parallel compile jobs (default: number of cores)",
+    "offline": "never touch the network; fail naming any source missing from the cache",
+    "source": "NAME=DIR: build package NAME from a local source directory (unverified); repeatable",
+    "backend": "NNPACK backend: fast (AVX2/FMA3 on x86-64, NEON on ARM), psimd or scalar",
+    "tests": "NNPACK test suite: quick (default), all (adds the slow VGG/training tests), none",
+    "home": "toolchain home (cache, Conan home, logs, artifacts); default $NNPACK_TOOLCHAIN_HOME or ~/.cache/nnpack-toolchain",
+    "source_cache": "source cache directory (Conan download cache); default <home>/sources",
+    "no_ccache": "compile without ccache",
+}
+
+
+@task(help={"arch": COMMON_HELP["arch"]})
+@reports_errors
+def doctor(c, arch="all"):
+    """Check the host tools for the given targets and name the Debian package of each missing one."""
+    checks = host.check(parse_targets(arch))
+    for item in checks:
+        mark = "[green]ok[/green]     " if item.ok else "[red]missing[/red]"
+        console.print(f"{mark} {item.tool:28} {item.found or item.provider}")
+    missing = [i for i in checks if not i.ok]
+    if missing:
+        console.print("fix: invoke setup   (or: " + "; ".join(sorted({i.provider for i in missing})) + ")")
+        raise SystemExit(3)
+
+
+@task(help={"arch": COMMON_HELP["arch"]})
+def setup(c, arch="all"):
+    """Install the Debian packages the given targets need (cross compilers, QEMU, Ninja, ...)."""
+    packages = " ".join(host.debian_packages(parse_targets(arch)))
+    sudo = "" if c.run("id -u", hide=True).stdout.strip() == "0" else "sudo "
+    c.run(f"{sudo}apt-get update -q", pty=False)
+    c.run(f"DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q --no-install-recommends {packages}", pty=False)
+
+
+@task(iterable=["source", "from_git", "package"],
+      help={"offline": COMMON_HELP["offline"], "home": COMMON_HELP["home"], "source_cache": COMMON_HELP["source_cache"],
+            "from_git": "NAME=DIR: rebuild NAME's GitHub archive from a git clone (same bytes, verified); repeatable",
+            "package": "fetch only this package; repeatable"})
+@reports_errors
+def fetch(c, offline=False, home=None, source_cache=None, from_git=None, package=None):
+    """Fill the source cache with every pinned source (verified by sha256)."""
+    settings = make_settings(home=home, source_cache=source_cache, offline=offline)
+    fetch_sources(settings, names=package or None, from_git=parse_local_sources(from_git))
+
+
+@task(iterable=["source"], help=COMMON_HELP)
+@reports_errors
+def nnpack(c, arch, jobs=None, offline=False, source=None, backend="fast", tests="quick", home=None,
+           source_cache=None, no_ccache=False):
+    """Build NNPACK shared libraries for a target, run its test suite there, print where they are."""
+    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+                             backend=backend, tests=tests, ccache=not no_ccache)
+    for target in parse_targets(arch):
+        result = build_nnpack(target, settings)
+        console.print(f"nnpack [{target.name}] {result.reference}, backend {result.backend}")
+        console.print(f"  library:  {result.library} ({result.library_size} bytes, sha256 {result.library_sha256})")
+        console.print(f"  includes: {' '.join(result.include_dirs)}")
+        console.print(f"  tests:    {result.tests.passed}/{result.tests.ran} NNPACK tests passed ({tests})")
