@@ -7,11 +7,11 @@ nothing.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from .settings import Settings
+from .runner import run
+from .settings import RECIPES_DIR, Settings
 from .targets import Target
 
 BUILD_PROFILE = "nntc-build"
@@ -135,5 +135,27 @@ def profile_args(target: Target) -> list[str]:
     return ["-pr:h", host_profile_name(target), "-pr:b", BUILD_PROFILE]
 
 
-def env_without_python_noise() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CONAN_")}
+def export_recipes(settings: Settings, names: list[str], log_path: Path) -> None:
+    """Export the shared base and the named recipes into the private Conan cache."""
+    for recipe in ["base", *names]:
+        run([*conan_command(), "export", RECIPES_DIR / recipe, "-vquiet"], env=conan_env(settings),
+            log_path=log_path, what=f"conan export {recipe}")
+
+
+def package_args(target: Target, settings: Settings, *, backend: str | None = None) -> list[str]:
+    """Profiles, options and confs shared by `conan create` and `conan install` of a target."""
+    args = [*profile_args(target), "-c", f"user.nntc:nnpack_tests={settings.tests}",
+            "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]']
+    if backend:
+        args += ["-o", f"nnpack/*:backend={backend}"]
+    for name, directory in settings.local_sources.items():
+        args += ["-c", f"{name}/*:user.nntc:source_dir={directory}"]
+    return args
+
+
+def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, backend: str | None = None) -> None:
+    """`conan create` of a recipe for a target: builds what is missing, then runs its test_package."""
+    rebuild_local = [f"--build={name}/*" for name in settings.local_sources]
+    run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
+         "--build=missing", *rebuild_local], env=conan_env(settings), log_path=log_path,
+        what=f"conan create {recipe} for {target.name}")

@@ -138,31 +138,19 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
             return previous
 
     nnpack_pin = next(p for p in pins if p.name == "nnpack")
-    env = conan_config.conan_env(settings)
-    conan = conan_config.conan_command()
     with log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
                   settings.logs_dir) as step:
-        for recipe in ["base"] + [p.name for p in pins]:
-            run([*conan, "export", RECIPES_DIR / recipe, "-vquiet"], env=env, log_path=step.log_path,
-                what=f"conan export {recipe}")
-        args = [*conan, "create", RECIPES_DIR / "nnpack", *conan_config.profile_args(target),
-                "-o", f"nnpack/*:backend={backend}", "-c", f"user.nntc:nnpack_tests={settings.tests}",
-                "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]',
-                "--build=missing"]
-        for name, directory in settings.local_sources.items():
-            args += ["-c", f"{name}/*:user.nntc:source_dir={directory}", f"--build={name}/*"]
+        conan_config.export_recipes(settings, [p.name for p in pins], step.log_path)
         try:
-            run(args, env=env, log_path=step.log_path, what=f"conan create nnpack for {target.name}")
+            conan_config.create(target, settings, "nnpack", step.log_path, backend=backend)
         except BuildError as error:
             raise classify_build_failure(error, step.log_path) from None
         deploy = out_dir / "deploy"
         shutil.rmtree(deploy, ignore_errors=True)
-        run([*conan, "install", f"--requires={nnpack_pin.reference}", *conan_config.profile_args(target),
-             "-o", f"nnpack/*:backend={backend}", "-c", f"user.nntc:nnpack_tests={settings.tests}",
-             "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]',
-             *[a for name, d in settings.local_sources.items() for a in ("-c", f"{name}/*:user.nntc:source_dir={d}")],
+        run([*conan_config.conan_command(), "install", f"--requires={nnpack_pin.reference}",
+             *conan_config.package_args(target, settings, backend=backend),
              "--deployer=direct_deploy", f"--deployer-folder={deploy}", "-vquiet"],
-            env=env, log_path=step.log_path, what="conan install (deploy)")
+            env=conan_config.conan_env(settings), log_path=step.log_path, what="conan install (deploy)")
         prefix = deploy / "direct_deploy" / "nnpack"
         library = prefix / "lib" / "libnnpack.so"
         verify_library(target, backend, library, step.log_path)

@@ -1,0 +1,80 @@
+"""NNPACK for every target from the pinned sources: builds, test suites, artifacts, reruns.
+
+Marked slow (a few minutes per target on 2 cores); skipped, naming the missing source, when the
+source cache lacks NNPACK's pinned archive.
+"""
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import require_sources, run_invoke, shared_source_cache
+from nnpack_toolchain.errors import PatchError
+from nnpack_toolchain.nnpack import build_nnpack, pins_for_backend
+from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.sources import load_pins
+from nnpack_toolchain.targets import TARGETS
+
+pytestmark = pytest.mark.slow
+
+
+def require_all_sources(target):
+    require_sources(*[p.name for p in pins_for_backend(target.nnpack_backend)])
+
+
+@pytest.mark.parametrize("target_name", ["arm64", "armv7", "x86_64"])
+def test_nnpack_builds_and_passes_its_tests_on_target(target_name, build_settings):
+    target = TARGETS[target_name]
+    require_all_sources(target)
+    result = build_nnpack(target, build_settings)
+    assert not result.up_to_date
+    file_output = subprocess.run(["file", "-L", result.library], capture_output=True, text=True).stdout
+    assert {"x86_64": "x86-64", "armv7": "ARM, EABI5", "arm64": "ARM aarch64"}[target_name] in file_output
+    assert "shared object" in file_output
+    # NNPACK's quick test suite ran on the target and passed; the list is kept in the result.
+    assert result.tests.ran == 16 and result.tests.failed == 0, result.tests
+    assert "convolution-inference-smoketest" in result.tests.names
+    assert result.backend == target.nnpack_backend
+    assert any("nnpack/cci.20230202" in line and "verified" in line for line in result.sources)
+    # A second run with nothing changed does no work.
+    started = time.monotonic()
+    again = build_nnpack(target, build_settings)
+    assert again.up_to_date and again.library_sha256 == result.library_sha256
+    assert time.monotonic() - started < 3.0
+
+
+def test_tampered_tarball_is_refused_and_dropped(tmp_path):
+    require_sources("nnpack")
+    pin = load_pins()["nnpack"]
+    cache = tmp_path / "cache"
+    shutil.copytree(shared_source_cache(), cache)
+    tarball = cache / "s" / pin.mirrors[0].sha256
+    tarball.write_bytes(tarball.read_bytes()[:-100])  # truncated
+    proc = run_invoke("nnpack", "--arch", "arm64", "--offline", "--home", str(tmp_path / "home"),
+                      "--source-cache", str(cache))
+    assert proc.returncode == 4, proc.stderr
+    assert "sha256 mismatch" in proc.stderr and pin.mirrors[0].sha256 in proc.stderr
+    assert not tarball.exists(), "the bad file must not stay in the cache"
+    assert not (tmp_path / "home" / "conan" / "p").exists(), "nothing may be built"
+
+
+def test_patch_that_no_longer_applies_names_patch_and_file(tmp_path, build_settings):
+    require_all_sources(TARGETS["arm64"])
+    # A local NNPACK tree whose CMakeLists.txt no longer matches the ADD_TEST patch.
+    pin = load_pins()["nnpack"]
+    tree = tmp_path / "NNPACK"
+    tree.mkdir()
+    subprocess.run(["tar", "-xzf", str(shared_source_cache() / "s" / pin.mirrors[0].sha256), "-C", str(tree),
+                    "--strip-components=1"], check=True)
+    cmake = tree / "CMakeLists.txt"
+    cmake.write_text(cmake.read_text().replace("ADD_TEST(convolution-inference-smoketest",
+                                               "ADD_TEST(renamed-smoketest"))
+    settings = Settings(home=build_settings.home, source_cache=build_settings.source_cache,
+                        local_sources={"nnpack": tree})
+    with pytest.raises(PatchError) as info:
+        build_nnpack(TARGETS["arm64"], settings)
+    assert "0001-add-test-name-command-form.patch" in info.value.message
+    assert "CMakeLists.txt" in info.value.message
+    assert info.value.log_path and info.value.log_path.is_file()
