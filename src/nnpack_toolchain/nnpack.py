@@ -175,18 +175,19 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
 
 
 def classify_build_failure(error: BuildError, log_path: Path) -> BuildError:
-    """Turn a failed patch into a PatchError that names the patch and the file."""
+    """Turn a failed patch into a PatchError that names the patch and the files it failed on."""
     text = log_path.read_text(errors="replace")
-    if "apply_conandata_patches" in text or "Patch " in text and "failed" in text:
-        patch = re.search(r"Apply patch \(([^)]*)\): ([^\n]*)", text)
-        files = re.findall(r"(?:can't find file to patch|source file is different|Hunk .* FAILED|file \S+ to patch|patch: \*\*\*[^\n]*|failed[^\n]*)", text)
-        name = patch.group(2).strip() if patch else "a patch"
-        return PatchError(
-            f"{name} no longer applies ({'; '.join(dict.fromkeys(files)) or 'see log'}). "
-            "Refresh it against the pinned source, or fix the pin.",
-            log_path=log_path,
-        )
-    return error
+    failed = re.search(r"Failed to (?:apply|parse) patch: (\S+)", text)
+    if not failed:
+        return error
+    files = re.findall(r"(?:source file is different - |file \d+/\d+:\s+|does not exist:\n\s+--- )(\S+)", text)
+    hunks = re.findall(r"hunk no\.\d+ doesn't match source file at line \d+", text)
+    return PatchError(
+        f"patch {Path(failed.group(1)).name} no longer applies to {', '.join(dict.fromkeys(files)) or 'the source'}"
+        f"{' (' + '; '.join(hunks[:3]) + ')' if hunks else ''}. Refresh the patch against the pinned source, "
+        "or fix the pin.",
+        log_path=log_path,
+    )
 
 
 def read_test_summary(junit: Path) -> TestSummary:

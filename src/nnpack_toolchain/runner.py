@@ -31,24 +31,25 @@ def run(
         if cwd:
             log.write(f"# in {cwd}\n")
         log.flush()
-        try:
+        start = log.tell()
+        try:  # output streams into the log file, so a long build can be followed with tail -f
             proc = subprocess.run(
                 args,
                 cwd=cwd,
                 env=full_env,
-                stdout=subprocess.PIPE,
+                stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
-                errors="replace",
                 input=input_text,
                 stdin=None if input_text is not None else subprocess.DEVNULL,
             )
         except FileNotFoundError as exc:
             raise error(f"{what or args[0]}: command not found: {args[0]}", log_path=log_path) from exc
-        log.write(proc.stdout)
         log.write(f"# exit code {proc.returncode}\n")
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+        with open(log_path, encoding="utf-8", errors="replace") as stream:
+            stream.seek(start)
+            tail = "\n".join(stream.read().strip().splitlines()[-16:-1])
         raise error(
             f"{what or args[0]} failed (exit code {proc.returncode}). Last lines:\n{tail}",
             log_path=log_path,
