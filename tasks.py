@@ -4,6 +4,7 @@ from invoke import task
 
 from nnpack_toolchain import doctor as host
 from nnpack_toolchain.cli import make_settings, reports_errors
+from nnpack_toolchain.configure import configure as render_config_mk
 from nnpack_toolchain.fetch import fetch_sources
 from nnpack_toolchain.log import console
 from nnpack_toolchain.nnpack import build_nnpack
@@ -66,7 +67,23 @@ def nnpack(c, arch, jobs=None, offline=False, source=None, backend="fast", tests
                              backend=backend, tests=tests, ccache=not no_ccache)
     for target in parse_targets(arch):
         result = build_nnpack(target, settings)
-        console.print(f"nnpack [{target.name}] {result.reference}, backend {result.backend}")
-        console.print(f"  library:  {result.library} ({result.library_size} bytes, sha256 {result.library_sha256})")
-        console.print(f"  includes: {' '.join(result.include_dirs)}")
-        console.print(f"  tests:    {result.tests.passed}/{result.tests.ran} NNPACK tests passed ({tests})")
+        console.out(f"nnpack [{target.name}] {result.reference}, backend {result.backend}")
+        console.out(f"  library:  {result.library} ({result.library_size} bytes, sha256 {result.library_sha256})")
+        console.out(f"  includes: {' '.join(result.include_dirs)}")
+        console.out(f"  tests:    {result.tests.passed}/{result.tests.ran} NNPACK tests passed ({settings.tests})")
+
+
+@task(help={"arch": COMMON_HELP["arch"], "output": "write config.mk here (default <home>/out/<target>/config.mk)",
+            "home": COMMON_HELP["home"]})
+@reports_errors
+def configure(c, arch, output=None, home=None):
+    """Write MXNet's config.mk for a target from config.mk.template (needs 'invoke nnpack' first)."""
+    from pathlib import Path
+
+    settings = make_settings(home=home)
+    targets = parse_targets(arch)
+    if output and len(targets) > 1:
+        raise SystemExit("--output takes one target")
+    for target in targets:
+        result = render_config_mk(target, settings, Path(output).resolve() if output else None)
+        console.out(f"config.mk [{target.name}]: {result.config_mk}")

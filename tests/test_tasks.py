@@ -32,7 +32,7 @@ def test_offline_with_empty_cache_fails_before_building(tmp_path):
     proc = run_invoke("nnpack", "--arch", "armv7", "--offline", "--home", str(tmp_path),
                       "--source-cache", str(tmp_path / "empty-cache"))
     assert proc.returncode == 4, proc.stderr
-    assert "nnpack/cci.20230202" in proc.stderr and "3d8e1462a390dd0309924edbaefb15139d7135ee6be127cc82950b75bd9835bc" in proc.stderr
+    assert "nnpack/0.0.0.cci.20230202" in proc.stderr and "3d8e1462a390dd0309924edbaefb15139d7135ee6be127cc82950b75bd9835bc" in proc.stderr
     assert not (tmp_path / "conan" / "p").exists(), "nothing may be built when sources are missing"
 
 

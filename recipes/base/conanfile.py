@@ -84,6 +84,70 @@ class PinnedSourceRecipe:
         return tree
 
 
+class VerbatimPackage(PinnedSourceRecipe):
+    """A package that is a verified copy of part of its pinned source, the same for every target.
+
+    `packaged_files` lists (pattern, folder in the source, folder in the package). Header-only
+    libraries expose `include/` under the CMake target `<name>::<name>`; with `python_path`, the
+    package folder goes on PYTHONPATH of consumers that build with it (build-time Python).
+    """
+
+    package_type = "header-library"
+    no_copy_source = True
+    packaged_files = (("*.h", "include", "include"),)
+    python_path = False
+
+    def layout(self):
+        from conan.tools.layout import basic_layout
+
+        basic_layout(self, src_folder="src")
+
+    def package_id(self):
+        self.info.clear()
+
+    def package(self):
+        copy(self, "LICENSE*", src=self._sources, dst=os.path.join(self.package_folder, "licenses"))
+        for pattern, src, dst in self.packaged_files:
+            copy(self, pattern, src=os.path.join(self._sources, src), dst=os.path.join(self.package_folder, dst))
+
+    def package_info(self):
+        self.cpp_info.bindirs = []
+        self.cpp_info.libdirs = []
+        if self.package_type == "header-library":
+            self.cpp_info.set_property("cmake_file_name", self.name)
+            self.cpp_info.set_property("cmake_target_name", f"{self.name}::{self.name}")
+        else:
+            self.cpp_info.includedirs = []
+        if self.python_path:
+            self.buildenv_info.prepend_path("PYTHONPATH", self.package_folder)
+
+
+class CMakeLibraryRecipe(PinnedSourceRecipe):
+    """A static, position-independent library built with the upstream CMake project."""
+
+    package_type = "static-library"
+    settings = "os", "arch", "compiler", "build_type"
+    options = {"fPIC": [True, False]}
+    default_options = {"fPIC": True}  # linked into libnnpack.so
+
+    def layout(self):
+        from conan.tools.cmake import cmake_layout
+
+        cmake_layout(self, src_folder="src")
+
+    def build(self):
+        from conan.tools.cmake import CMake
+
+        cmake = CMake(self)
+        cmake.configure(build_script_folder=self._sources)
+        cmake.build()
+
+    def package(self):
+        from conan.tools.cmake import CMake
+
+        CMake(self).install()
+
+
 def mirror_url(name, mirror):
     """The download URL of a mirror; Debian and PyPI mirrors are fetched by their package clients."""
     if "url" in mirror:

@@ -1,5 +1,5 @@
 from conan import ConanFile
-from conan.tools.cmake import CMake, CMakeToolchain, cmake_layout
+from conan.tools.cmake import CMakeToolchain
 
 required_conan_version = ">=2.1"
 
@@ -10,14 +10,7 @@ class CpuinfoConan(ConanFile):
     license = "BSD-2-Clause"
     homepage = "https://github.com/pytorch/cpuinfo"
     python_requires = "nntc-base/1.0"
-    python_requires_extend = "nntc-base.PinnedSourceRecipe"
-    package_type = "static-library"
-    settings = "os", "arch", "compiler", "build_type"
-    options = {"fPIC": [True, False]}
-    default_options = {"fPIC": True}  # linked into libnnpack.so
-
-    def layout(self):
-        cmake_layout(self, src_folder="src")
+    python_requires_extend = "nntc-base.CMakeLibraryRecipe"
 
     def generate(self):
         tc = CMakeToolchain(self)
@@ -27,14 +20,6 @@ class CpuinfoConan(ConanFile):
         for part in ("TOOLS", "UNIT_TESTS", "MOCK_TESTS", "BENCHMARKS"):
             tc.cache_variables[f"CPUINFO_BUILD_{part}"] = False
         tc.generate()
-
-    def build(self):
-        cmake = CMake(self)
-        cmake.configure(build_script_folder=self._sources)
-        cmake.build()
-
-    def package(self):
-        CMake(self).install()
 
     def package_info(self):
         self.cpp_info.set_property("cmake_file_name", "cpuinfo")

@@ -55,16 +55,16 @@ class NnpackConan(ConanFile):
             raise ConanInvalidConfiguration(f"backend neon needs an ARM arch, not {arch}")
 
     def requirements(self):
-        self.requires("pthreadpool/cci.20240616", transitive_headers=True)
-        self.requires("cpuinfo/cci.20250905")
-        self.requires("fxdiv/cci.20200417")
-        self.requires("psimd/cci.20200517")
-        self.requires("fp16/cci.20200514")
+        self.requires("pthreadpool/0.0.0.cci.20240616", transitive_headers=True)
+        self.requires("cpuinfo/0.0.0.cci.20250905")
+        self.requires("fxdiv/0.0.0.cci.20200417")
+        self.requires("psimd/0.0.0.cci.20200517")
+        self.requires("fp16/0.0.0.cci.20200514")
 
     def build_requirements(self):
         self.test_requires("googletest/1.12.1")
         if self._backend == "x86-64":
-            self.tool_requires("peachpy/cci.20211013")
+            self.tool_requires("peachpy/0.0.0.cci.20211013")
             self.tool_requires("six/1.16.0")
 
     def generate(self):

@@ -1,5 +1,5 @@
 from conan import ConanFile
-from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
+from conan.tools.cmake import CMakeDeps, CMakeToolchain
 
 required_conan_version = ">=2.1"
 
@@ -10,17 +10,10 @@ class PthreadpoolConan(ConanFile):
     license = "BSD-2-Clause"
     homepage = "https://github.com/Maratyszcza/pthreadpool"
     python_requires = "nntc-base/1.0"
-    python_requires_extend = "nntc-base.PinnedSourceRecipe"
-    package_type = "static-library"
-    settings = "os", "arch", "compiler", "build_type"
-    options = {"fPIC": [True, False]}
-    default_options = {"fPIC": True}  # linked into libnnpack.so
-
-    def layout(self):
-        cmake_layout(self, src_folder="src")
+    python_requires_extend = "nntc-base.CMakeLibraryRecipe"
 
     def requirements(self):
-        self.requires("fxdiv/cci.20200417")
+        self.requires("fxdiv/0.0.0.cci.20200417")
 
     def generate(self):
         tc = CMakeToolchain(self)
@@ -30,14 +23,6 @@ class PthreadpoolConan(ConanFile):
         self.python_requires["nntc-base"].module.import_dependency_targets(self, tc, ["fxdiv"])
         tc.generate()
         CMakeDeps(self).generate()
-
-    def build(self):
-        cmake = CMake(self)
-        cmake.configure(build_script_folder=self._sources)
-        cmake.build()
-
-    def package(self):
-        CMake(self).install()
 
     def package_info(self):
         self.cpp_info.set_property("cmake_file_name", "pthreadpool")

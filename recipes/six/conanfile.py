@@ -1,8 +1,4 @@
-import os
-
 from conan import ConanFile
-from conan.tools.files import copy
-from conan.tools.layout import basic_layout
 
 required_conan_version = ">=2.1"
 
@@ -15,22 +11,7 @@ class SixConan(ConanFile):
     license = "MIT"
     homepage = "https://github.com/benjaminp/six"
     python_requires = "nntc-base/1.0"
-    python_requires_extend = "nntc-base.PinnedSourceRecipe"
+    python_requires_extend = "nntc-base.VerbatimPackage"
     package_type = "build-scripts"
-    no_copy_source = True
-
-    def layout(self):
-        basic_layout(self, src_folder="src")
-
-    def package_id(self):
-        self.info.clear()
-
-    def package(self):
-        copy(self, "LICENSE*", src=self._sources, dst=os.path.join(self.package_folder, "licenses"))
-        copy(self, "six.py", src=self._sources, dst=self.package_folder)
-
-    def package_info(self):
-        self.cpp_info.includedirs = []
-        self.cpp_info.libdirs = []
-        self.cpp_info.bindirs = []
-        self.buildenv_info.prepend_path("PYTHONPATH", self.package_folder)
+    packaged_files = (("six.py", ".", "."),)
+    python_path = True

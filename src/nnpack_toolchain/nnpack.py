@@ -29,7 +29,7 @@ RESULT_FILE = "nnpack-result.json"
 
 
 @dataclass
-class TestSummary:
+class SuiteSummary:
     ran: int = 0
     passed: int = 0
     failed: int = 0
@@ -47,7 +47,7 @@ class NnpackResult:
     include_dirs: list[str]
     library_sha256: str
     library_size: int
-    tests: TestSummary
+    tests: SuiteSummary
     sources: list[str]
     inputs_digest: str
     build_seconds: float = 0.0
@@ -56,7 +56,7 @@ class NnpackResult:
     @classmethod
     def load(cls, path: Path) -> "NnpackResult":
         data = json.loads(path.read_text())
-        data["tests"] = TestSummary(**data["tests"])
+        data["tests"] = SuiteSummary(**data["tests"])
         return cls(**data)
 
     def save(self, path: Path) -> None:
@@ -149,7 +149,8 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
         shutil.rmtree(deploy, ignore_errors=True)
         run([*conan_config.conan_command(), "install", f"--requires={nnpack_pin.reference}",
              *conan_config.package_args(target, settings, backend=backend),
-             "--deployer=direct_deploy", f"--deployer-folder={deploy}", "-vquiet"],
+             "--deployer=direct_deploy", f"--deployer-folder={deploy}", f"--output-folder={out_dir / 'conan-env'}",
+             "-vquiet"],
             env=conan_config.conan_env(settings), log_path=step.log_path, what="conan install (deploy)")
         prefix = deploy / "direct_deploy" / "nnpack"
         library = prefix / "lib" / "libnnpack.so"
@@ -190,12 +191,12 @@ def classify_build_failure(error: BuildError, log_path: Path) -> BuildError:
     )
 
 
-def read_test_summary(junit: Path) -> TestSummary:
+def read_test_summary(junit: Path) -> SuiteSummary:
     if not junit.is_file():
-        return TestSummary()
+        return SuiteSummary()
     root = ET.parse(junit).getroot()
     cases = root.iter("testcase")
-    summary = TestSummary()
+    summary = SuiteSummary()
     for case in cases:
         summary.ran += 1
         failed = case.find("failure") is not None or case.find("error") is not None or case.get("status") == "fail"

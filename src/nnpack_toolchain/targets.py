@@ -44,6 +44,8 @@ class Target:
     elf_class: str = ""
     elf_attributes: tuple[str, ...] = ()
     """Lines `readelf -A` must print for the target's objects (ARMv7: NEON/VFPv4 build attributes)."""
+    mxnet_use_sse: bool = False
+    """MXNet's USE_SSE (-msse3): pinned per target instead of probed from the build host."""
 
     @property
     def is_native(self) -> bool:
@@ -109,6 +111,7 @@ TARGETS: dict[str, Target] = {
             wheel_platform="linux_x86_64",
             elf_machine="Advanced Micro Devices X86-64",
             elf_class="ELF64",
+            mxnet_use_sse=True,
         ),
         Target(
             name="armv7",

@@ -1,0 +1,114 @@
+"""Stage 3: MXNet's config.mk for a target, rendered from config.mk.template.
+
+Inputs: the NNPACK build of the same target (include dirs, library dir) and a target sysroot
+with Debian's OpenBLAS for that architecture. Every value is escaped for make (and, inside
+flag lists, quoted for the shell); a value make cannot express (newline, NUL, trailing
+backslash) is refused, never written.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import log
+from .errors import ConfigurationError, ToolchainError
+from .nnpack import RESULT_FILE, NnpackResult
+from .settings import PROJECT_ROOT, Settings
+from .sysroot import build_sysroot
+from .targets import Target
+
+TEMPLATE = PROJECT_ROOT / "config.mk.template"
+PLACEHOLDER = re.compile(r"@([A-Z_0-9]+)@")
+# Target packages the MXNet build links against (OpenBLAS with its cblas.h and LAPACK).
+BUILD_SYSROOT_PACKAGES = ["libopenblas-pthread-dev", "libgomp1"]
+
+
+class MissingNnpackError(ToolchainError):
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class ConfigureResult:
+    target: str
+    config_mk: Path
+    values: dict[str, str]
+    sysroot: Path
+
+
+def make_value(value: str, *, name: str) -> str:
+    """Escape a value for the right-hand side of a make assignment."""
+    if any(c in value for c in "\n\r\0"):
+        raise ConfigurationError(f"{name}: value {value!r} contains a newline or NUL; make cannot express it")
+    if value.endswith("\\"):
+        raise ConfigurationError(f"{name}: value {value!r} ends with a backslash (a make line continuation)")
+    return value.replace("$", "$$").replace("#", "\\#")
+
+
+def shell_words(words: list[str], *, name: str) -> str:
+    """A flag list for make: each word shell-quoted (spaces, quotes), then make-escaped."""
+    return make_value(" ".join(shlex.quote(w) for w in words), name=name)
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Substitute @NAME@ placeholders; unknown or unused names are errors, not silent gaps."""
+    wanted = set(PLACEHOLDER.findall(template))
+    missing, unused = wanted - set(values), set(values) - wanted
+    if missing or unused:
+        raise ConfigurationError(
+            f"config.mk.template and the renderer disagree: missing values {sorted(missing)}, unused {sorted(unused)}"
+        )
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def config_values(target: Target, nnpack: NnpackResult, sysroot: Path) -> dict[str, str]:
+    multiarch = sysroot / "usr" / "lib" / target.gnu_triple
+    openblas_lib = multiarch / "openblas-pthread"
+    openblas_include = sysroot / "usr" / "include" / target.gnu_triple / "openblas-pthread"
+    nnpack_lib = Path(nnpack.library).parent
+    cflags = [*target.compiler_flags, *[f"-I{d}" for d in nnpack.include_dirs], f"-I{openblas_include}"]
+    ldflags = [
+        f"-L{nnpack_lib}", "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{nnpack_lib}",
+        f"-L{openblas_lib}", f"-Wl,-rpath-link,{openblas_lib}", f"-Wl,-rpath-link,{multiarch}",
+        "-lm", "-lpthread",
+    ]
+    return {
+        "TARGET": make_value(target.name, name="TARGET"),
+        "GNU_TRIPLE": make_value(target.gnu_triple, name="GNU_TRIPLE"),
+        "CC": shell_words([target.cc], name="CC"),
+        "CXX": shell_words([target.cxx], name="CXX"),
+        "AR": shell_words([target.ar], name="AR"),
+        "ADD_CFLAGS": shell_words(cflags, name="ADD_CFLAGS"),
+        "ADD_LDFLAGS": shell_words(ldflags, name="ADD_LDFLAGS"),
+        "LAPACK_PATH": make_value(str(openblas_lib), name="USE_LAPACK_PATH"),
+        "USE_SSE": "1" if target.mxnet_use_sse else "0",
+        "USE_F16C": "0",
+    }
+
+
+def load_nnpack(target: Target, settings: Settings) -> NnpackResult:
+    path = settings.output_dir(target.name) / RESULT_FILE
+    if not path.is_file():
+        raise MissingNnpackError(
+            f"no NNPACK build for {target.name} in {settings.home}: run 'invoke nnpack --arch {target.name}' first"
+        )
+    result = NnpackResult.load(path)
+    if not Path(result.library).is_file():
+        raise MissingNnpackError(f"{result.library} is gone: run 'invoke nnpack --arch {target.name}' again")
+    return result
+
+
+def configure(target: Target, settings: Settings, output: Path | None = None) -> ConfigureResult:
+    nnpack = load_nnpack(target, settings)
+    sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
+    values = config_values(target, nnpack, sysroot)
+    text = render(TEMPLATE.read_text(), values)
+    config_mk = output or settings.output_dir(target.name) / "config.mk"
+    config_mk.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config_mk.with_name(config_mk.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(config_mk)
+    log.info(f"configure [{target.name}]: wrote {config_mk}")
+    return ConfigureResult(target.name, config_mk, values, sysroot)

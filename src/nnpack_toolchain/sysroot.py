@@ -1,0 +1,139 @@
+"""Target sysroots from Debian's packages for the target architecture.
+
+A private apt configuration (its own state, cache and an empty dpkg status file) downloads the
+`.deb` files of the requested packages and their dependencies for the target's Debian
+architecture; apt verifies them against the archive's signed indexes. Each is unpacked with
+`dpkg -x` into a temporary directory that is renamed into place only when complete: the host's
+dpkg is never touched and a failed or interrupted run leaves no half-made sysroot.
+
+Fix-ups that maintainer scripts or the alternatives system would have done on a real target:
+absolute symlinks are made relative (QEMU's -L prefix and the cross linker resolve them inside
+the sysroot, not on the host), and libblas.so.3 / liblapack.so.3 links are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import log
+from .errors import SourceError
+from .runner import run
+from .settings import Settings
+from .sources import system_debian_mirror
+from .targets import Target
+
+DEBIAN_SUITE = "bookworm"
+
+
+class SysrootPackageError(SourceError):
+    """A requested package does not exist for the target architecture, or a .deb was bad."""
+
+
+def sysroot_dir(settings: Settings, target: Target, packages: list[str]) -> Path:
+    key = hashlib.sha256(f"{DEBIAN_SUITE}|{target.debian_arch}|{sorted(packages)}".encode()).hexdigest()[:12]
+    return settings.home / "sysroots" / f"{target.name}-{key}"
+
+
+def apt_config(settings: Settings, target: Target) -> Path:
+    """Private apt configuration for the target's Debian architecture (created once, then reused)."""
+    root = settings.home / "apt-target" / target.debian_arch
+    config = root / "apt.conf"
+    if config.is_file():
+        return config
+    for sub in ("state/lists/partial", "cache/archives/partial", "etc/preferences.d", "etc/sources.list.d"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "state" / "status").touch()
+    mirror = system_debian_mirror()
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    (root / "etc" / "sources.list").write_text(
+        f"deb [arch={target.debian_arch} signed-by={keyring}] {mirror} {DEBIAN_SUITE} main\n"
+        f"deb [arch={target.debian_arch} signed-by={keyring}] {mirror} {DEBIAN_SUITE}-updates main\n"
+    )
+    entries = {
+        "APT::Architecture": target.debian_arch,
+        "APT::Architectures": target.debian_arch,
+        "Dir::State": root / "state",
+        "Dir::State::status": root / "state" / "status",
+        "Dir::Cache": root / "cache",
+        "Dir::Etc::SourceList": root / "etc" / "sources.list",
+        "Dir::Etc::SourceParts": root / "etc" / "sources.list.d",
+        "Dir::Etc::Preferences": root / "etc" / "preferences",
+        "Dir::Etc::PreferencesParts": root / "etc" / "preferences.d",
+        "APT::Install-Recommends": "false",
+    }
+    tmp = config.with_suffix(".tmp")
+    tmp.write_text("".join(f'{k} "{v}";\n' for k, v in entries.items()))
+    tmp.replace(config)
+    return config
+
+
+def build_sysroot(target: Target, settings: Settings, packages: list[str]) -> Path:
+    """Return a sysroot with `packages` (and dependencies) for target; build it if missing."""
+    final = sysroot_dir(settings, target, packages)
+    if (final / ".complete").is_file():
+        return final
+    with log.step("sysroot", target.name, f"Debian {DEBIAN_SUITE} {target.debian_arch}: {' '.join(packages)}",
+                  settings.logs_dir) as step:
+        config = apt_config(settings, target)
+        env = {"APT_CONFIG": str(config), "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-q"], env=env, log_path=step.log_path, error=SysrootPackageError,
+            what=f"apt-get update ({target.debian_arch})")
+        missing = [p for p in packages if not _available(p, env)]
+        if missing:
+            raise SysrootPackageError(
+                f"no Debian {DEBIAN_SUITE} package {', '.join(missing)} for architecture {target.debian_arch}; "
+                "check the name (apt-cache search NAME)"
+            )
+        archives = config.parent / "cache" / "archives"
+        run(["apt-get", "clean"], env=env, log_path=step.log_path, error=SysrootPackageError,
+            what="apt-get clean")  # the archive dir then holds exactly this sysroot's packages
+        run(["apt-get", "install", "--download-only", "-y", "-q", *packages], env=env, log_path=step.log_path,
+            error=SysrootPackageError, what="apt-get install --download-only")
+        debs = sorted(archives.glob(f"*_{target.debian_arch}.deb")) + sorted(archives.glob("*_all.deb"))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            for deb in debs:
+                run(["dpkg-deb", "--extract", deb, work], log_path=step.log_path, error=SysrootPackageError,
+                    what=f"unpack {deb.name} (a corrupt download? delete {archives} and retry)")
+            relativize_symlinks(work)
+            add_blas_links(work, target)
+            (work / ".complete").write_text("\n".join(d.name for d in debs) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(work, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        step.note = f"{len(debs)} packages"
+    return final
+
+
+def _available(package: str, env: dict[str, str]) -> bool:
+    proc = subprocess.run(["apt-cache", "show", "--no-all-versions", package], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    return proc.returncode == 0 and "Package:" in proc.stdout
+
+
+def relativize_symlinks(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            target = os.readlink(path)
+            if target.startswith("/"):
+                inside = root / target.lstrip("/")
+                path.unlink()
+                path.symlink_to(os.path.relpath(inside, path.parent))
+
+
+def add_blas_links(root: Path, target: Target) -> None:
+    """What update-alternatives would do: libblas.so.3/liblapack.so.3 -> OpenBLAS."""
+    libdir = root / "usr" / "lib" / target.gnu_triple
+    for name in ("blas", "lapack"):
+        for candidate in sorted(libdir.glob(f"openblas-pthread/lib{name}.so.3")):
+            link = libdir / f"lib{name}.so.3"
+            if not link.exists():
+                link.symlink_to(os.path.relpath(candidate, libdir))

@@ -1,0 +1,77 @@
+"""config.mk rendering: reviewed expectations per target, escaping, refusals."""
+
+from pathlib import Path
+
+import pytest
+
+from nnpack_toolchain.configure import TEMPLATE, config_values, make_value, render, shell_words
+from nnpack_toolchain.errors import ConfigurationError
+from nnpack_toolchain.nnpack import NnpackResult, SuiteSummary
+from nnpack_toolchain.targets import TARGETS
+
+EXPECTED = Path(__file__).parent / "expected"
+
+
+def fake_nnpack(target_name: str, root: str = "/opt/nntc") -> NnpackResult:
+    prefix = f"{root}/out/{target_name}/deploy/direct_deploy"
+    return NnpackResult(
+        target=target_name, reference="nnpack/0.0.0.cci.20230202", backend="neon", prefix=f"{prefix}/nnpack",
+        library=f"{prefix}/nnpack/lib/libnnpack.so",
+        include_dirs=[f"{prefix}/nnpack/include", f"{prefix}/pthreadpool/include"],
+        library_sha256="0" * 64, library_size=1, tests=SuiteSummary(), sources=[], inputs_digest="x",
+    )
+
+
+def rendered(target_name: str, root: str = "/opt/nntc") -> str:
+    values = config_values(TARGETS[target_name], fake_nnpack(target_name, root), Path(f"{root}/sysroots/{target_name}"))
+    return render(TEMPLATE.read_text(), values)
+
+
+@pytest.mark.parametrize("target_name", list(TARGETS))
+def test_rendered_config_matches_reviewed_expectation(target_name):
+    expected = (EXPECTED / f"config-{target_name}.mk").read_text()
+    assert rendered(target_name) == expected
+
+
+def test_host_probed_switches_are_pinned_per_target():
+    arm = rendered("armv7")
+    assert "USE_SSE = 0" in arm and "USE_F16C = 0" in arm and "USE_MKLDNN = 0" in arm and "USE_INTGEMM = 0" in arm
+    assert "export CXX = arm-linux-gnueabihf-g++" in arm
+    assert "-mfpu=neon-vfpv4" in arm and "USE_NNPACK = 1" in arm
+    assert "USE_SSE = 1" in rendered("x86_64")
+
+
+def test_paths_with_spaces_quotes_and_dollars_are_escaped():
+    text = rendered("arm64", root="/home/a user/it's $HOME #1")
+    line = next(l for l in text.splitlines() if l.startswith("ADD_CFLAGS"))
+    # shell-quoted for the recipe's shell, $ doubled and # escaped for make
+    assert "'-I/home/a user/it'\"'\"'s $$HOME \\#1/out/arm64/deploy/direct_deploy/nnpack/include'" in line
+    ld = next(l for l in text.splitlines() if l.startswith("ADD_LDFLAGS"))
+    assert "'-Wl,-rpath,$$ORIGIN'" in ld and "-lm -lpthread" in ld
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "x\r", "nul\0", "trailing\\"])
+def test_values_make_cannot_express_are_refused(bad):
+    with pytest.raises(ConfigurationError, match="ADD_CFLAGS"):
+        make_value(bad, name="ADD_CFLAGS")
+
+
+def test_newlines_in_flags_are_refused_even_when_quoted():
+    with pytest.raises(ConfigurationError, match="newline"):
+        shell_words(["-I/ok", "-I/bad\npath"], name="ADD_CFLAGS")
+
+
+def test_template_and_values_must_agree():
+    with pytest.raises(ConfigurationError, match="missing values"):
+        render("A = @A@\nB = @B@\n", {"A": "1"})
+    with pytest.raises(ConfigurationError, match="unused"):
+        render("A = @A@\n", {"A": "1", "C": "2"})
+
+
+def test_configure_without_nnpack_build_says_what_to_run(tmp_path):
+    from conftest import run_invoke
+
+    proc = run_invoke("configure", "--arch", "arm64", "--home", str(tmp_path))
+    assert proc.returncode == 8, proc.stderr
+    assert "run 'invoke nnpack --arch arm64' first" in proc.stderr
+    assert not (tmp_path / "out" / "arm64" / "config.mk").exists()
