@@ -7,6 +7,7 @@ from nnpack_toolchain.cli import make_settings, reports_errors
 from nnpack_toolchain.configure import configure as render_config_mk
 from nnpack_toolchain.fetch import fetch_sources
 from nnpack_toolchain.log import console
+from nnpack_toolchain.mxnet import build_mxnet
 from nnpack_toolchain.nnpack import build_nnpack
 from nnpack_toolchain.settings import parse_local_sources
 from nnpack_toolchain.targets import parse_targets
@@ -87,3 +88,17 @@ def configure(c, arch, output=None, home=None):
     for target in targets:
         result = render_config_mk(target, settings, Path(output).resolve() if output else None)
         console.out(f"config.mk [{target.name}]: {result.config_mk}")
+
+
+@task(iterable=["source"], help=COMMON_HELP)
+@reports_errors
+def mxnet(c, arch, jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False):
+    """Build MXNet 1.9.1's libmxnet.so with USE_NNPACK=1 for a target (needs 'invoke nnpack' first)."""
+    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+                             ccache=not no_ccache)
+    for target in parse_targets(arch):
+        result = build_mxnet(target, settings)
+        state = "up to date" if result.up_to_date else f"built in {result.build_seconds} s"
+        console.out(f"mxnet [{target.name}] {state}: {result.library} ({result.library_size} bytes)")
+        console.out(f"  NEEDED: {', '.join(result.needed)}")
+        console.out(f"  source: {result.source}")

@@ -65,6 +65,8 @@ class Pin:
     mirrors: tuple[Mirror, ...]
     patches: tuple[Patch, ...] = field(default=())
     only_for_backend: str | None = None
+    stage: str = "nnpack"
+    """The stage that builds it: nnpack (Conan recipes) or mxnet (the project's own stage)."""
 
     @property
     def reference(self) -> str:
@@ -103,6 +105,7 @@ def load_pin(recipe_dir: Path) -> Pin:
         mirrors=tuple(mirrors),
         patches=patches,
         only_for_backend=data.get("only_for_nnpack_backend"),
+        stage=data.get("stage", "nnpack"),
     )
 
 
@@ -116,7 +119,7 @@ def load_pins(recipes_dir: Path = RECIPES_DIR) -> dict[str, Pin]:
 
 def pins_for_backend(backend: str, pins: dict[str, Pin] | None = None) -> list[Pin]:
     pins = load_pins() if pins is None else pins
-    return [p for p in pins.values() if p.only_for_backend in (None, backend)]
+    return [p for p in pins.values() if p.stage == "nnpack" and p.only_for_backend in (None, backend)]
 
 
 def sha256_of(path: Path) -> str:

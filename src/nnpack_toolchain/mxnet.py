@@ -1,0 +1,164 @@
+"""Stage 4: MXNet 1.9.1 with USE_NNPACK=1 for a target.
+
+The project's own stage rather than a Conan recipe: MXNet's Makefile build takes 35-50 minutes
+per target on 2 cores, so it keeps one persistent build tree per target
+(`<home>/build/<target>/mxnet-1.9.1`) that make resumes after an interruption (ccache keeps
+the objects across trees). The tree is prepared once: the verified source release (or a local
+directory, unverified) is unpacked, patches/mxnet/ applied in order, and only then renamed
+into place; a change in the source or the patches prepares it anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import log
+from .configure import configure
+from .doctor import require_tools
+from .errors import BuildError, PatchError, VerificationError
+from .nnpack import source_cache
+from .runner import capture, run
+from .settings import RECIPES_DIR, Settings
+from .sources import Pin, load_pin, sha256_of
+from .targets import Target
+
+RESULT_FILE = "mxnet-result.json"
+MAKE_TARGET = "lib/libmxnet.so"
+
+
+@dataclass
+class MxnetResult:
+    target: str
+    library: str
+    library_sha256: str
+    library_size: int
+    needed: list[str]
+    source: str
+    patches: list[str]
+    inputs_digest: str
+    build_seconds: float = 0.0
+    up_to_date: bool = False
+
+
+def mxnet_pin() -> Pin:
+    return load_pin(RECIPES_DIR / "mxnet")
+
+
+def apply_patches(pin: Pin, tree: Path, log_path: Path) -> None:
+    """Apply pin's patches in order; a failure names the patch and the files it failed on."""
+    for patch in pin.patches:
+        try:
+            run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i", patch.file],
+                cwd=tree, log_path=log_path, error=PatchError, what=f"patch {patch.file.name}")
+        except PatchError as error:
+            text = log_path.read_text(errors="replace")
+            failed = re.findall(r"patching file (\S+)\n(?:.*\n)*?.*(?:FAILED|ignored|can't find)", text)
+            missing = re.findall(r"can't find file to patch at input line \d+\n.*\n.*\n\|--- a/(\S+)", text)
+            files = ", ".join(dict.fromkeys(failed + missing)) or "see log"
+            raise PatchError(
+                f"patch {patch.file.name} no longer applies to the MXNet source ({files}). "
+                "Refresh it against the pinned release.",
+                log_path=log_path,
+            ) from error
+
+
+def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -> tuple[Path, str]:
+    """The patched source tree for target, prepared only when its inputs changed."""
+    local = settings.local_sources.get("mxnet")
+    resolved = source_cache(settings).resolve(pin, offline=settings.offline, local_dir=local)
+    patches_digest = hashlib.sha256(b"".join(p.file.read_bytes() for p in pin.patches)).hexdigest()
+    stamp_value = f"{resolved.origin}|{patches_digest}"
+    tree = settings.home / "build" / target.name / f"mxnet-{pin.version}"
+    stamp = tree / ".nntc-prepared"
+    if stamp.is_file() and stamp.read_text() == stamp_value:
+        return tree, resolved.line()
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{tree.name}-", dir=tree.parent))
+    try:
+        if local:
+            shutil.copytree(local, work, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        else:
+            mirror = source_cache(settings).cached_mirror(pin)
+            assert mirror is not None
+            with tarfile.open(source_cache(settings).path(mirror.sha256)) as archive:
+                archive.extractall(work, filter="tar")
+            (top,) = [p for p in work.iterdir()]
+            for entry in top.iterdir():
+                entry.rename(work / entry.name)
+            top.rmdir()
+        apply_patches(pin, work, log_path)
+        stamp_tmp = work / ".nntc-prepared"
+        stamp_tmp.write_text(stamp_value)
+        shutil.rmtree(tree, ignore_errors=True)
+        os.replace(work, tree)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return tree, resolved.line()
+
+
+def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
+    require_tools([target])
+    config = configure(target, settings)
+    pin = mxnet_pin()
+    out_dir = settings.output_dir(target.name)
+    result_path = out_dir / RESULT_FILE
+    with log.step("mxnet", target.name, f"MXNet {pin.version} with USE_NNPACK=1 ({len(pin.patches)} patches)",
+                  settings.logs_dir) as step:
+        tree, source_line = prepare_tree(pin, settings, target, step.log_path)
+        digest = hashlib.sha256(
+            f"{source_line}|{config.config_mk.read_text()}|{(tree / '.nntc-prepared').read_text()}".encode()
+        ).hexdigest()
+        library = tree / MAKE_TARGET
+        if result_path.is_file() and library.is_file():
+            previous = MxnetResult(**json.loads(result_path.read_text()))
+            if previous.inputs_digest == digest and previous.library_sha256 == sha256_of(library):
+                previous.up_to_date = True
+                step.note = "up to date"
+                return previous
+        shutil.copyfile(config.config_mk, tree / "config.mk")
+        compiler = f"ccache {target.cxx}" if settings.ccache and shutil.which("ccache") else target.cxx
+        try:
+            run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, "config=config.mk", f"CXX={compiler}"],
+                log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}")
+        except BuildError as error:
+            text = step.log_path.read_text(errors="replace")[-20000:]
+            if re.search(r"Killed signal terminated program|virtual memory exhausted|out of memory", text):
+                raise BuildError(
+                    f"the compiler ran out of memory building MXNet for {target.name}; rerun with fewer jobs "
+                    f"(--jobs {max(1, settings.jobs // 2)}): make resumes where it stopped",
+                    log_path=step.log_path,
+                ) from error
+            raise
+        needed = verify_mxnet(target, library, step.log_path)
+        result = MxnetResult(
+            target=target.name, library=str(library), library_sha256=sha256_of(library),
+            library_size=library.stat().st_size, needed=needed, source=source_line,
+            patches=[p.file.name for p in pin.patches], inputs_digest=digest,
+            build_seconds=round(step.elapsed, 1),
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        tmp.replace(result_path)
+    return result
+
+
+def verify_mxnet(target: Target, library: Path, log_path: Path) -> list[str]:
+    header = capture(["readelf", "-h", library])
+    if target.elf_machine not in header or target.elf_class not in header:
+        raise VerificationError(f"{library} is not a {target.elf_class} {target.elf_machine} object", log_path=log_path)
+    dynamic = capture(["readelf", "-d", library])
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
+    if "libnnpack.so" not in needed:
+        raise VerificationError(f"{library} does not link libnnpack.so (NEEDED: {', '.join(needed)})",
+                                log_path=log_path)
+    return needed
