@@ -90,7 +90,7 @@ def configure(c, arch, output=None, home=None):
         console.out(f"config.mk [{target.name}]: {result.config_mk}")
 
 
-@task(iterable=["source"], help=COMMON_HELP)
+@task(iterable=["source"], help={k: v for k, v in COMMON_HELP.items() if k not in ("backend", "tests")})
 @reports_errors
 def mxnet(c, arch, jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False):
     """Build MXNet 1.9.1's libmxnet.so with USE_NNPACK=1 for a target (needs 'invoke nnpack' first)."""
