@@ -5,6 +5,7 @@ source cache lacks NNPACK's pinned archive.
 """
 
 import shutil
+from pathlib import Path
 import subprocess
 import time
 
@@ -36,6 +37,8 @@ def test_nnpack_builds_and_passes_its_tests_on_target(target_name, build_setting
     # NNPACK's quick test suite ran on the target and passed; the list is kept in the result.
     assert result.tests.ran == 16 and result.tests.failed == 0, result.tests
     assert "convolution-inference-smoketest" in result.tests.names
+    headers = {p.name for d in result.include_dirs for p in Path(d).iterdir()}
+    assert {"nnpack.h", "pthreadpool.h"} <= headers
     assert result.backend == target.nnpack_backend
     assert any("nnpack/0.0.0.cci.20230202" in line and "verified" in line for line in result.sources)
     # A second run with nothing changed does no work.

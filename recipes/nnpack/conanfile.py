@@ -107,6 +107,9 @@ class NnpackConan(ConanFile):
         copy(self, "LICENSE", src=self._sources, dst=os.path.join(self.package_folder, "licenses"))
         copy(self, "nnpack.h", src=os.path.join(self._sources, "include"),
              dst=os.path.join(self.package_folder, "include"))
+        # nnpack.h includes pthreadpool.h, and libnnpack.so contains pthreadpool: ship its header.
+        for include in self.dependencies["pthreadpool"].cpp_info.includedirs:
+            copy(self, "pthreadpool.h", src=include, dst=os.path.join(self.package_folder, "include"))
         for pattern in ("libnnpack.so*", "libnnpack.a"):
             copy(self, pattern, src=self.build_folder, dst=os.path.join(self.package_folder, "lib"), keep_path=False,
                  excludes=("*/_deps/*",))

@@ -162,7 +162,7 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
             backend=backend,
             prefix=str(prefix),
             library=str(library),
-            include_dirs=[str(prefix / "include"), str(deploy / "direct_deploy" / "pthreadpool" / "include")],
+            include_dirs=[str(prefix / "include")],  # nnpack.h and pthreadpool.h
             library_sha256=sha256_of(library),
             library_size=library.stat().st_size,
             tests=tests,
