@@ -130,14 +130,7 @@ def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
             run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, "config=config.mk", f"CXX={compiler}"],
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}")
         except BuildError as error:
-            text = step.log_path.read_text(errors="replace")[-20000:]
-            if re.search(r"Killed signal terminated program|virtual memory exhausted|out of memory", text):
-                raise BuildError(
-                    f"the compiler ran out of memory building MXNet for {target.name}; rerun with fewer jobs "
-                    f"(--jobs {max(1, settings.jobs // 2)}): make resumes where it stopped",
-                    log_path=step.log_path,
-                ) from error
-            raise
+            raise classify_make_failure(error, target, settings) from None
         needed = verify_mxnet(target, library, step.log_path)
         result = MxnetResult(
             target=target.name, library=str(library), library_sha256=sha256_of(library),
@@ -150,6 +143,20 @@ def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
         tmp.replace(result_path)
     return result
+
+
+def classify_make_failure(error: BuildError, target: Target, settings: Settings) -> BuildError:
+    """A compiler killed for lack of memory gets advice; make resumes on the next run."""
+    assert error.log_path is not None
+    text = error.log_path.read_text(errors="replace")[-50000:]
+    if re.search(r"Killed signal terminated program|virtual memory exhausted|out of memory|cannot allocate memory",
+                 text, re.I):
+        return BuildError(
+            f"the compiler ran out of memory building MXNet for {target.name}; rerun with fewer jobs "
+            f"(--jobs {max(1, settings.jobs // 2)}): make resumes where it stopped",
+            log_path=error.log_path,
+        )
+    return error
 
 
 def verify_mxnet(target: Target, library: Path, log_path: Path) -> list[str]:
