@@ -17,7 +17,7 @@ def test_missing_cross_compiler_names_the_debian_package(tmp_path):
     bin_dir.mkdir()
     # A PATH with python and the common tools but no ARM cross compiler and no QEMU.
     for tool in ("python3", "cmake", "ninja", "pkg-config", "ccache", "readelf", "git", "file", "gzip", "xz",
-                 "dpkg-source", "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-g++"):
+                 "dpkg-source", "patch", "make", "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-g++"):
         for directory in os.environ["PATH"].split(os.pathsep):
             if os.path.exists(os.path.join(directory, tool)):
                 os.symlink(os.path.join(directory, tool), bin_dir / tool)
@@ -46,5 +46,5 @@ def test_bad_backend_and_bad_source_option(tmp_path):
 def test_doctor_reports_every_tool(tmp_path):
     proc = run_invoke("doctor")
     assert proc.returncode in (0, 3)
-    for tool in ("arm-linux-gnueabihf-gcc", "qemu-arm", "qemu-aarch64", "ninja", "cmake", "meson", "conan"):
+    for tool in ("arm-linux-gnueabihf-gcc", "qemu-arm", "qemu-aarch64", "ninja", "cmake", "meson", "conan", "python3"):
         assert tool in proc.stderr

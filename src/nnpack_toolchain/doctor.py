@@ -20,6 +20,9 @@ COMMON_TOOLS: dict[str, str] = {
     "gzip": "gzip",
     "xz": "xz-utils",
     "dpkg-source": "dpkg-dev",
+    "patch": "patch",
+    "make": "make",
+    "python3": "python3",
 }
 # Installed with the project itself (pyproject.toml), from PyPI.
 PYTHON_TOOLS: dict[str, str] = {"conan": "conan", "meson": "meson", "invoke": "invoke"}
