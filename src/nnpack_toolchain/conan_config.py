@@ -167,8 +167,10 @@ def package_args(target: Target, settings: Settings, *, backend: str | None = No
 
 
 def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, backend: str | None = None) -> None:
-    """`conan create` of a recipe for a target: builds what is missing, then runs its test_package."""
+    """`conan create` of a recipe for a target: builds what is missing, then runs its test_package
+    (unless tests are off)."""
     rebuild_local = [f"--build={name}/*" for name in settings.local_sources]
+    no_test_package = ["--test-folder="] if settings.tests == "none" else []  # --tests none: no tests at all
     run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
-         "--build=missing", *rebuild_local], env=conan_env(settings), log_path=log_path,
+         "--build=missing", *rebuild_local, *no_test_package], env=conan_env(settings), log_path=log_path,
         what=f"conan create {recipe} for {target.name}")
