@@ -101,10 +101,11 @@ def source_cache(settings: Settings) -> SourceCache:
 def inputs_digest(target: Target, settings: Settings, backend: str, pins: list[Pin]) -> str:
     """Everything that decides the NNPACK binary: recipes, patches, profile, options."""
     digest = hashlib.sha256()
-    for root in (RECIPES_DIR, PATCHES_DIR):
-        for path in sorted(root.rglob("*")):
+    folders = [RECIPES_DIR / "base"] + [d for p in pins for d in (p.recipe_dir, PATCHES_DIR / p.name)]
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
             if path.is_file() and "build-" not in path.as_posix() and "__pycache__" not in path.parts:
-                digest.update(path.relative_to(root.parent).as_posix().encode())
+                digest.update(path.relative_to(folder.parent.parent).as_posix().encode())
                 digest.update(path.read_bytes())
     home = settings.conan_home
     digest.update(conan_config.host_profile(target, settings, home / "machine-files" / f"{target.name}.ini").encode())
