@@ -35,7 +35,7 @@ def test_model_is_consistent():
         assert set(t.backend_marker_symbols) == set(t.nnpack_backends)
         assert t.is_native == (t.name == "x86_64")
         assert t.cc == f"{t.gnu_triple}-gcc"
-        assert t.debian_packages[t.cxx] == f"g++-{t.gnu_triple}"
+        assert t.debian_packages[t.cxx] == (f"g++-{t.gnu_triple}" if not t.is_native else "g++")
     assert "-mfp16-format=ieee" in TARGETS["armv7"].compiler_flags
     assert TARGETS["armv7"].cmake_system_processor == "armv7l"  # NNPACK rejects armv7hf
     assert TARGETS["arm64"].emulator == ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu")

@@ -34,6 +34,8 @@ class Target:
     """Backends NNPACK can build for this target; the first is the default."""
     backend_marker_symbols: dict[str, str] = field(default_factory=dict)
     """A symbol each backend's kernels define in libnnpack.so: proves which backend was built."""
+    compiler_packages: tuple[str, str] = ("", "")
+    """Debian packages providing <triple>-gcc and <triple>-g++ on the x86-64 build host."""
     qemu_binary: str | None = None
     """User-mode emulator for running target code on the x86-64 build host; None = native."""
     debian_arch: str = ""
@@ -78,7 +80,7 @@ class Target:
     @property
     def debian_packages(self) -> dict[str, str]:
         """Host tools this target needs, each with the Debian package that provides it."""
-        tools = {self.cc: f"gcc-{self.gnu_triple}", self.cxx: f"g++-{self.gnu_triple}"}
+        tools = {self.cc: self.compiler_packages[0], self.cxx: self.compiler_packages[1]}
         if self.qemu_binary:
             tools[self.qemu_binary] = "qemu-user"
         return tools
@@ -106,6 +108,7 @@ TARGETS: dict[str, Target] = {
                 "psimd": "nnp_sgemm_only_4x8__psimd",
                 "scalar": "nnp_sgemm_only_4x3__scalar",
             },
+            compiler_packages=("gcc", "g++"),  # the build host's own compiler
             qemu_binary=None,
             debian_arch="amd64",
             wheel_platform="linux_x86_64",
@@ -129,6 +132,7 @@ TARGETS: dict[str, Target] = {
                 "psimd": "nnp_sgemm_only_4x8__psimd",
                 "scalar": "nnp_sgemm_only_4x3__scalar",
             },
+            compiler_packages=("gcc-arm-linux-gnueabihf", "g++-arm-linux-gnueabihf"),
             qemu_binary="qemu-arm",
             debian_arch="armhf",
             wheel_platform="linux_armv7l",
@@ -152,6 +156,7 @@ TARGETS: dict[str, Target] = {
                 "psimd": "nnp_sgemm_only_4x8__psimd",
                 "scalar": "nnp_sgemm_only_4x3__scalar",
             },
+            compiler_packages=("gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu"),
             qemu_binary="qemu-aarch64",
             debian_arch="arm64",
             wheel_platform="linux_aarch64",
