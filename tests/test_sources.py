@@ -107,3 +107,20 @@ def test_github_archive_is_rebuilt_from_a_git_clone(tmp_path):
     with pytest.raises(ChecksumMismatchError):
         cache.import_git(wrong, repo)
     assert not cache.path("12" * 32).exists()
+
+
+def test_fetch_tries_every_package_and_reports_failures_at_the_end(tmp_path, monkeypatch):
+    from nnpack_toolchain import fetch
+    from nnpack_toolchain.errors import SourceError
+    from nnpack_toolchain.settings import Settings
+
+    good = make_pin(hashlib.sha256(b"ok").hexdigest(), name="good")
+    bad = make_pin("ab" * 32, url="http://127.0.0.1:9/bad.tar.gz", name="bad")
+    monkeypatch.setattr(fetch, "load_pins", lambda: {"bad": bad, "good": good})
+    cache_dir = tmp_path / "sources"
+    entry = cache_dir / "s" / good.mirrors[0].sha256
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"ok")
+    with pytest.raises(SourceError) as info:
+        fetch.fetch_sources(Settings(home=tmp_path, source_cache=cache_dir))
+    assert "1 of 2" in info.value.message and "bad/1.0" in info.value.message

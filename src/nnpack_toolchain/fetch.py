@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import log
-from .errors import ConfigurationError, MissingSourceError
+from .errors import ConfigurationError, MissingSourceError, SourceError
 from .settings import Settings
 from .sources import SourceCache, load_pins
 
@@ -19,22 +19,29 @@ def fetch_sources(settings: Settings, *, names: list[str] | None = None,
     if unknown:
         raise ConfigurationError(f"unknown package(s) {', '.join(sorted(unknown))}; packages: {', '.join(pins)}")
     cache = SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
-    lines, missing = [], []
+    lines, missing, failed = [], [], []
     with log.step("fetch", "all", f"pinned sources into {settings.sources_dir}", settings.logs_dir) as step:
-        for name in names or list(pins):
+        for name in names or list(pins):  # every package is tried; failures are reported at the end
             pin = pins[name]
-            if from_git and name in from_git:
-                origin = cache.import_git(pin, from_git[name])
-            else:
-                try:
+            try:
+                if from_git and name in from_git:
+                    origin = cache.import_git(pin, from_git[name])
+                else:
                     origin = cache.resolve(pin, offline=settings.offline).origin
-                except MissingSourceError as exc:
-                    missing.extend(exc.missing)
-                    continue
+            except MissingSourceError as exc:
+                missing.extend(exc.missing)
+                continue
+            except SourceError as exc:
+                failed.append(exc.message)
+                log.warn(exc.message)
+                continue
             lines.append(f"{pin.reference}: {origin}")
             log.info(lines[-1])
         with open(step.log_path, "a") as stream:
-            stream.write("\n".join(lines) + "\n")
+            stream.write("\n".join(lines + failed) + "\n")
         if missing:
             raise MissingSourceError(missing, offline=settings.offline)
+        if failed:
+            raise SourceError(f"{len(failed)} of {len(names or pins)} pinned sources could not be fetched "
+                              f"(the others are in the cache):\n" + "\n".join(failed))
     return lines
