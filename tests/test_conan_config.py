@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 from nnpack_toolchain import conan_config
 from nnpack_toolchain.settings import Settings

@@ -1,6 +1,5 @@
 """The MXNet stage without MXNet's source: patches, tree preparation, failures."""
 
-import subprocess
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nnpack_toolchain.errors import ChecksumMismatchError, MissingSourceError
+from nnpack_toolchain.errors import ChecksumMismatchError, MissingSourceError, SourceError
 from nnpack_toolchain.sources import Mirror, Pin, SourceCache, sha256_of
 
 
@@ -72,7 +72,7 @@ def test_offline_never_opens_the_network(tmp_path, monkeypatch):
 def test_failed_download_leaves_no_partial_file(tmp_path):
     pin = make_pin("ef" * 32, url="http://127.0.0.1:9/unreachable.tar.gz")
     cache = SourceCache(tmp_path / "cache")
-    with pytest.raises(Exception):
+    with pytest.raises(SourceError, match="every mirror failed"):
         cache.resolve(pin, offline=False)
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert leftovers == []
