@@ -127,7 +127,9 @@ def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
         shutil.copyfile(config.config_mk, tree / "config.mk")
         compiler = f"ccache {target.cxx}" if settings.ccache and shutil.which("ccache") else target.cxx
         try:
-            run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, "config=config.mk", f"CXX={compiler}"],
+            # The Makefile picks up ./config.mk itself; a config= argument would reach the dmlc-core
+            # and nnvm sub-makes through MAKEFLAGS and break them.
+            run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, f"CXX={compiler}"],
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}")
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None
