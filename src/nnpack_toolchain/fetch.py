@@ -7,7 +7,7 @@ from pathlib import Path
 from . import log
 from .errors import ConfigurationError, MissingSourceError, SourceError
 from .settings import Settings
-from .sources import SourceCache, load_pins
+from .sources import load_pins, source_cache
 
 
 def fetch_sources(settings: Settings, *, names: list[str] | None = None,
@@ -18,7 +18,7 @@ def fetch_sources(settings: Settings, *, names: list[str] | None = None,
     unknown -= set(pins)
     if unknown:
         raise ConfigurationError(f"unknown package(s) {', '.join(sorted(unknown))}; packages: {', '.join(pins)}")
-    cache = SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
+    cache = source_cache(settings)
     lines, missing, failed = [], [], []
     with log.step("fetch", "all", f"pinned sources into {settings.sources_dir}", settings.logs_dir) as step:
         for name in names or list(pins):  # every package is tried; failures are reported at the end

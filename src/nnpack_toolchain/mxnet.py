@@ -24,10 +24,10 @@ from . import log
 from .configure import configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
-from .nnpack import source_cache
+from .nnpack import verify_elf_machine
 from .runner import capture, run
 from .settings import RECIPES_DIR, Settings
-from .sources import Pin, load_pin, sha256_of
+from .sources import Pin, load_pin, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "mxnet-result.json"
@@ -73,7 +73,8 @@ def apply_patches(pin: Pin, tree: Path, log_path: Path) -> None:
 def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -> tuple[Path, str]:
     """The patched source tree for target, prepared only when its inputs changed."""
     local = settings.local_sources.get("mxnet")
-    resolved = source_cache(settings).resolve(pin, offline=settings.offline, local_dir=local)
+    cache = source_cache(settings)
+    resolved = cache.resolve(pin, offline=settings.offline, local_dir=local)
     patches_digest = hashlib.sha256(b"".join(p.file.read_bytes() for p in pin.patches)).hexdigest()
     stamp_value = f"{resolved.origin}|{patches_digest}"
     tree = settings.home / "build" / target.name / f"mxnet-{pin.version}"
@@ -86,9 +87,9 @@ def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -
         if local:
             shutil.copytree(local, work, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(".git"))
         else:
-            mirror = source_cache(settings).cached_mirror(pin)
+            mirror = cache.cached_mirror(pin)
             assert mirror is not None
-            with tarfile.open(source_cache(settings).path(mirror.sha256)) as archive:
+            with tarfile.open(cache.path(mirror.sha256)) as archive:
                 archive.extractall(work, filter="tar")
             (top,) = [p for p in work.iterdir()]
             for entry in top.iterdir():
@@ -162,9 +163,7 @@ def classify_make_failure(error: BuildError, target: Target, settings: Settings)
 
 
 def verify_mxnet(target: Target, library: Path, log_path: Path) -> list[str]:
-    header = capture(["readelf", "-h", library])
-    if target.elf_machine not in header or target.elf_class not in header:
-        raise VerificationError(f"{library} is not a {target.elf_class} {target.elf_machine} object", log_path=log_path)
+    verify_elf_machine(target, library, log_path)
     dynamic = capture(["readelf", "-d", library])
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
     if "libnnpack.so" not in needed:

@@ -22,7 +22,7 @@ from .doctor import require_tools
 from .errors import BuildError, ConfigurationError, MissingSourceError, PatchError, VerificationError
 from .runner import capture, run
 from .settings import PATCHES_DIR, RECIPES_DIR, Settings
-from .sources import Pin, Resolved, SourceCache, load_pins, pins_for_backend, sha256_of
+from .sources import Pin, Resolved, load_pins, pins_for_backend, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "nnpack-result.json"
@@ -93,9 +93,6 @@ def resolve_sources(pins: list[Pin], settings: Settings, target: Target) -> list
         raise MissingSourceError(missing, offline=settings.offline)
     return resolved
 
-
-def source_cache(settings: Settings) -> SourceCache:
-    return SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
 
 
 def inputs_digest(target: Target, settings: Settings, backend: str, pins: list[Pin]) -> str:
@@ -209,8 +206,8 @@ def read_test_summary(junit: Path) -> SuiteSummary:
     return summary
 
 
-def verify_library(target: Target, backend: str, library: Path, log_path: Path) -> None:
-    """The library must be an ELF for the target machine and define the backend's kernels."""
+def verify_elf_machine(target: Target, library: Path, log_path: Path) -> None:
+    """The file must exist and be an ELF object for the target's machine (readelf -h)."""
     if not library.is_file():
         raise VerificationError(f"{library} was not produced", log_path=log_path)
     header = capture(["readelf", "-h", library])
@@ -218,6 +215,11 @@ def verify_library(target: Target, backend: str, library: Path, log_path: Path) 
         raise VerificationError(
             f"{library} is not a {target.elf_class} {target.elf_machine} object:\n{header}", log_path=log_path
         )
+
+
+def verify_library(target: Target, backend: str, library: Path, log_path: Path) -> None:
+    """The library must be an ELF for the target machine and define the backend's kernels."""
+    verify_elf_machine(target, library, log_path)
     symbols = capture(["readelf", "--dyn-syms", "-W", library])
     marker = target.backend_marker_symbols[backend]
     if marker not in symbols:

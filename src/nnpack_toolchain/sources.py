@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ChecksumMismatchError, ConfigurationError, MissingSourceError, SourceError
-from .settings import PATCHES_DIR, RECIPES_DIR
+from .settings import PATCHES_DIR, RECIPES_DIR, Settings
 
 GITHUB_ARCHIVE = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/archive/([0-9a-f]{40})\.tar\.gz$")
 
@@ -225,28 +225,10 @@ class SourceCache:
                        cwd=dest, env=env, capture_output=True, text=True, timeout=600)
 
     def _apt_config(self) -> Path:
-        state = self.apt_dir / "state"
         config = self.apt_dir / "apt.conf"
-        if config.is_file() and any((state / "lists").glob("*Sources*")):
+        if config.is_file() and any((self.apt_dir / "state" / "lists").glob("*Sources*")):
             return config
-        for sub in ("state/lists/partial", "cache/archives/partial", "etc/preferences.d", "etc/sources.list.d"):
-            (self.apt_dir / sub).mkdir(parents=True, exist_ok=True)
-        (state / "status").touch()
-        (self.apt_dir / "etc" / "sources.list").write_text(debian_source_lines(system_debian_mirror()))
-        config.write_text(
-            "".join(
-                f'{key} "{value}";\n'
-                for key, value in (
-                    ("Dir::State", state),
-                    ("Dir::State::status", state / "status"),
-                    ("Dir::Cache", self.apt_dir / "cache"),
-                    ("Dir::Etc::SourceList", self.apt_dir / "etc" / "sources.list"),
-                    ("Dir::Etc::SourceParts", self.apt_dir / "etc" / "sources.list.d"),
-                    ("Dir::Etc::Preferences", self.apt_dir / "etc" / "preferences"),
-                    ("Dir::Etc::PreferencesParts", self.apt_dir / "etc" / "preferences.d"),
-                )
-            )
-        )
+        config = private_apt_config(self.apt_dir, debian_source_lines(system_debian_mirror()))
         subprocess.run(["apt-get", "update", "-q"], env=dict(os.environ, APT_CONFIG=str(config)),
                        check=True, capture_output=True, text=True, timeout=600)
         return config
@@ -290,6 +272,35 @@ class SourceCache:
         raise ChecksumMismatchError(pin.reference, f"file {file}", expected, actual)
 
 
+def private_apt_config(root: Path, sources_list: str, extra: dict[str, str] | None = None) -> Path:
+    """An apt configuration of its own under root (state, cache, empty dpkg status): apt-get run
+    with APT_CONFIG pointing at it never reads or changes the host's package state."""
+    for sub in ("state/lists/partial", "cache/archives/partial", "etc/preferences.d", "etc/sources.list.d"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "state" / "status").touch()
+    (root / "etc" / "sources.list").write_text(sources_list)
+    entries = {
+        **(extra or {}),
+        "Dir::State": root / "state",
+        "Dir::State::status": root / "state" / "status",
+        "Dir::Cache": root / "cache",
+        "Dir::Etc::SourceList": root / "etc" / "sources.list",
+        "Dir::Etc::SourceParts": root / "etc" / "sources.list.d",
+        "Dir::Etc::Preferences": root / "etc" / "preferences",
+        "Dir::Etc::PreferencesParts": root / "etc" / "preferences.d",
+    }
+    config = root / "apt.conf"
+    tmp = config.with_suffix(".tmp")
+    tmp.write_text("".join(f'{key} "{value}";\n' for key, value in entries.items()))
+    tmp.replace(config)
+    return config
+
+
+def source_cache(settings: Settings) -> SourceCache:
+    """The source cache of these settings, with its private apt state for Debian sources."""
+    return SourceCache(settings.sources_dir, apt_dir=settings.home / "apt")
+
+
 def system_debian_mirror() -> str:
     """The Debian archive this machine's apt is set up with (deb822 or one-line format)."""
     candidates: Iterable[Path] = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
@@ -306,6 +317,8 @@ def system_debian_mirror() -> str:
     raise SourceError("no Debian archive found in /etc/apt/sources.list*: cannot fetch Debian source packages")
 
 
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
 def debian_source_lines(mirror: str) -> str:
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    return "".join(f"deb-src [signed-by={keyring}] {mirror} {suite} main\n" for suite in ("bookworm", "trixie", "sid"))
+    return "".join(f"deb-src [signed-by={DEBIAN_KEYRING}] {mirror} {suite} main\n" for suite in ("bookworm", "trixie", "sid"))

@@ -24,7 +24,7 @@ from . import log
 from .errors import SourceError
 from .runner import run
 from .settings import Settings
-from .sources import system_debian_mirror
+from .sources import DEBIAN_KEYRING, private_apt_config, system_debian_mirror
 from .targets import Target
 
 DEBIAN_SUITE = "bookworm"
@@ -45,31 +45,16 @@ def apt_config(settings: Settings, target: Target) -> Path:
     config = root / "apt.conf"
     if config.is_file():
         return config
-    for sub in ("state/lists/partial", "cache/archives/partial", "etc/preferences.d", "etc/sources.list.d"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "state" / "status").touch()
     mirror = system_debian_mirror()
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    (root / "etc" / "sources.list").write_text(
-        f"deb [arch={target.debian_arch} signed-by={keyring}] {mirror} {DEBIAN_SUITE} main\n"
-        f"deb [arch={target.debian_arch} signed-by={keyring}] {mirror} {DEBIAN_SUITE}-updates main\n"
+    sources = "".join(
+        f"deb [arch={target.debian_arch} signed-by={DEBIAN_KEYRING}] {mirror} {suite} main\n"
+        for suite in (DEBIAN_SUITE, f"{DEBIAN_SUITE}-updates")
     )
-    entries = {
+    return private_apt_config(root, sources, {
         "APT::Architecture": target.debian_arch,
         "APT::Architectures": target.debian_arch,
-        "Dir::State": root / "state",
-        "Dir::State::status": root / "state" / "status",
-        "Dir::Cache": root / "cache",
-        "Dir::Etc::SourceList": root / "etc" / "sources.list",
-        "Dir::Etc::SourceParts": root / "etc" / "sources.list.d",
-        "Dir::Etc::Preferences": root / "etc" / "preferences",
-        "Dir::Etc::PreferencesParts": root / "etc" / "preferences.d",
         "APT::Install-Recommends": "false",
-    }
-    tmp = config.with_suffix(".tmp")
-    tmp.write_text("".join(f'{k} "{v}";\n' for k, v in entries.items()))
-    tmp.replace(config)
-    return config
+    })
 
 
 def build_sysroot(target: Target, settings: Settings, packages: list[str]) -> Path:
