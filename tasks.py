@@ -102,3 +102,39 @@ def mxnet(c, arch, jobs=None, offline=False, source=None, home=None, source_cach
         console.out(f"mxnet [{target.name}] {state}: {result.library} ({result.library_size} bytes)")
         console.out(f"  NEEDED: {', '.join(result.needed)}")
         console.out(f"  source: {result.source}")
+
+
+@task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"]})
+@reports_errors
+def wheel(c, arch, home=None):
+    """Package the target's MXNet build as a wheel (libmxnet.so, libnnpack.so, auditwheel-repaired)."""
+    from nnpack_toolchain.wheel import build_mxnet_wheel
+
+    settings = make_settings(home=home)
+    for target in parse_targets(arch):
+        result = build_mxnet_wheel(target, settings)
+        state = "up to date" if result.up_to_date else "built"
+        console.out(f"wheel [{target.name}] {state}: {result.wheel}")
+        console.out(f"  {result.wheel_size} bytes, sha256 {result.wheel_sha256}, tag {result.platform_tag}")
+        console.out(f"  grafted from Debian {target.debian_arch}: {', '.join(result.grafted) or 'nothing'}")
+
+
+@task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"],
+            "wheel": "smoke-test this wheel file instead of the target's current one",
+            "force": "run even if this wheel already passed"})
+@reports_errors
+def smoke(c, arch, wheel=None, force=False, home=None):
+    """Install the target's wheel into the target's Python (QEMU on ARM) and run the smoke suite there."""
+    from pathlib import Path
+
+    from nnpack_toolchain.smoke import run_smoke, smoke_table
+
+    settings = make_settings(home=home)
+    targets = parse_targets(arch)
+    if wheel and len(targets) > 1:
+        raise SystemExit("--wheel takes one target")
+    for target in targets:
+        result = run_smoke(target, settings, Path(wheel).resolve() if wheel else None, force=force)
+        if result.up_to_date:
+            console.print(smoke_table(result))
+            console.out(f"smoke [{target.name}] up to date: {result.passed}/{len(result.tests)} passed for {result.wheel}")

@@ -6,7 +6,7 @@ required_conan_version = ">=2.1"
 class FxdivConan(ConanFile):
     name = "fxdiv"
     description = "Header-only library for division via fixed-point multiplication by inverse"
-    license = "BSD-2-Clause"
+    license = "MIT"
     homepage = "https://github.com/Maratyszcza/FXdiv"
     python_requires = "nntc-base/1.0"
     python_requires_extend = "nntc-base.VerbatimPackage"

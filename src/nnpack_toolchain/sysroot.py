@@ -61,6 +61,7 @@ def build_sysroot(target: Target, settings: Settings, packages: list[str]) -> Pa
     """Return a sysroot with `packages` (and dependencies) for target; build it if missing."""
     final = sysroot_dir(settings, target, packages)
     if (final / ".complete").is_file():
+        add_blas_links(final, target)  # idempotent; sysroots made by older versions get new links too
         return final
     with log.step("sysroot", target.name, f"Debian {DEBIAN_SUITE} {target.debian_arch}: {' '.join(packages)}",
                   settings.logs_dir) as step:
@@ -80,22 +81,31 @@ def build_sysroot(target: Target, settings: Settings, packages: list[str]) -> Pa
         run(["apt-get", "install", "--download-only", "-y", "-q", *packages], env=env, log_path=step.log_path,
             error=SysrootPackageError, what="apt-get install --download-only")
         debs = sorted(archives.glob(f"*_{target.debian_arch}.deb")) + sorted(archives.glob("*_all.deb"))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-        try:
-            for deb in debs:
-                run(["dpkg-deb", "--extract", deb, work], log_path=step.log_path, error=SysrootPackageError,
-                    what=f"unpack {deb.name} (a corrupt download? delete {archives} and retry)")
-            relativize_symlinks(work)
-            add_blas_links(work, target)
-            (work / ".complete").write_text("\n".join(d.name for d in debs) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(work, final)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        unpack_debs(debs, final, target, step.log_path)
         step.note = f"{len(debs)} packages"
     return final
+
+
+def unpack_debs(debs: list[Path], final: Path, target: Target, log_path: Path) -> None:
+    """Unpack every .deb into a temporary directory, fix it up, then rename it to `final`.
+
+    A corrupt .deb fails with its name and leaves nothing behind: neither `final` nor the
+    temporary directory.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        for deb in debs:
+            run(["dpkg-deb", "--extract", deb, work], log_path=log_path, error=SysrootPackageError,
+                what=f"unpack {deb.name} (a corrupt download? delete {deb} and retry)")
+        relativize_symlinks(work)
+        add_blas_links(work, target)
+        (work / ".complete").write_text("\n".join(d.name for d in debs) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _available(package: str, env: dict[str, str]) -> bool:
@@ -115,10 +125,10 @@ def relativize_symlinks(root: Path) -> None:
 
 
 def add_blas_links(root: Path, target: Target) -> None:
-    """What update-alternatives would do: libblas.so.3/liblapack.so.3 -> OpenBLAS."""
+    """What update-alternatives would do: libblas.so.3, liblapack.so.3, libopenblas.so.0 -> OpenBLAS."""
     libdir = root / "usr" / "lib" / target.gnu_triple
-    for name in ("blas", "lapack"):
-        for candidate in sorted(libdir.glob(f"openblas-pthread/lib{name}.so.3")):
-            link = libdir / f"lib{name}.so.3"
-            if not link.exists():
+    for soname in ("libblas.so.3", "liblapack.so.3", "libopenblas.so.0"):
+        for candidate in sorted(libdir.glob(f"openblas-pthread/{soname}")):
+            link = libdir / soname
+            if not link.exists() and not link.is_symlink():
                 link.symlink_to(os.path.relpath(candidate, libdir))

@@ -1,0 +1,139 @@
+"""Stage 6: install the target's wheel into the target's Python and run the smoke suite there.
+
+The suite (target_scripts/smoke_suite.py) runs under QEMU on ARM, natively on x86-64, in two
+interpreter runs: the main suite, then one with MXNET_NNPACK_FORCE_INIT_FAILURE=1 that must
+fall back to MXNet's own code and warn exactly once. Results: a table (test, result, time),
+`<home>/out/<target>/smoke-result.json`, and a VerificationError naming the failed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import log
+from .errors import ConfigurationError, VerificationError
+from .settings import Settings
+from .target_env import python_env
+from .targets import Target
+from .wheel import RESULT_FILE as WHEEL_RESULT_FILE
+from .wheel import WheelResult, require_wheel_for
+
+SCRIPTS = Path(__file__).parent / "target_scripts"
+RESULT_FILE = "smoke-result.json"
+INIT_FAILURE_WARNING = "NNPACK is not available"
+
+
+@dataclass
+class SmokeTest:
+    test: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class SmokeResult:
+    target: str
+    wheel: str
+    tests: list[SmokeTest] = field(default_factory=list)
+    seconds: float = 0.0
+    wheel_sha256: str = ""
+    up_to_date: bool = False
+
+    @property
+    def passed(self) -> int:
+        return sum(t.ok for t in self.tests)
+
+    @property
+    def failed(self) -> int:
+        return len(self.tests) - self.passed
+
+    @classmethod
+    def load(cls, path: Path) -> "SmokeResult":
+        data = json.loads(path.read_text())
+        data["tests"] = [SmokeTest(**t) for t in data["tests"]]
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+
+def parse_results(output: str) -> list[SmokeTest]:
+    return [SmokeTest(**json.loads(line[len("RESULT "):])) for line in output.splitlines() if line.startswith("RESULT ")]
+
+
+def current_wheel(target: Target, settings: Settings) -> WheelResult:
+    path = settings.output_dir(target.name) / WHEEL_RESULT_FILE
+    if not path.is_file():
+        raise ConfigurationError(f"no wheel for {target.name}: run invoke wheel --arch {target.name} first")
+    return WheelResult(**json.loads(path.read_text()))
+
+
+def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, force: bool = False) -> SmokeResult:
+    """Smoke-test `wheel` (default: the target's current wheel) on the target."""
+    if wheel is None:
+        built = current_wheel(target, settings)
+        wheel, sha256 = Path(built.wheel), built.wheel_sha256
+    else:
+        from .sources import sha256_of
+
+        sha256 = sha256_of(wheel)
+    if not wheel.is_file():
+        raise ConfigurationError(f"{wheel} does not exist: run invoke wheel --arch {target.name}")
+    require_wheel_for(wheel, target)
+    result_path = settings.output_dir(target.name) / RESULT_FILE
+    if not force and result_path.is_file():
+        previous = SmokeResult.load(result_path)
+        if previous.wheel_sha256 == sha256 and previous.failed == 0 and previous.tests:
+            previous.up_to_date = True
+            return previous
+    where = f"under {target.qemu_binary}" if target.qemu_binary else "natively"
+    with log.step("smoke", target.name, f"{wheel.name} {where}", settings.logs_dir) as step:
+        env = python_env(target, settings)
+        site = settings.home / "smoke" / target.name / "site"
+        env.install_wheel(wheel, site, step.log_path)
+        extra = {"PYTHONPATH": f"{site}:{SCRIPTS}", "OMP_NUM_THREADS": "2"}
+        tests: list[SmokeTest] = []
+        for mode, more_env in (("all", {}), ("init-failure", {"MXNET_NNPACK_FORCE_INIT_FAILURE": "1"})):
+            begin = time.monotonic()
+            proc = env.run([SCRIPTS / "smoke_suite.py", mode], extra_env={**extra, **more_env})
+            with open(step.log_path, "a") as stream:
+                stream.write(f"\n# smoke suite {mode}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
+            found = parse_results(proc.stdout)
+            if mode == "init-failure":
+                warnings = proc.stderr.count(INIT_FAILURE_WARNING)
+                found.append(SmokeTest("init failure warned exactly once", warnings == 1, 0.0,
+                                       f"{warnings} warning(s) '{INIT_FAILURE_WARNING}'"))
+                found = [t for t in found if t.test != "import mxnet"]
+            if proc.returncode != 0 or not found:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                found.append(SmokeTest(f"suite '{mode}' ran to the end", False, time.monotonic() - begin, last))
+            tests += found
+        result = SmokeResult(target=target.name, wheel=str(wheel), tests=tests, seconds=round(step.elapsed, 1),
+                             wheel_sha256=sha256)
+        result.save(result_path)
+        log.console.print(smoke_table(result))
+        step.note = f"{result.passed}/{len(tests)} passed"
+        if result.failed:
+            names = ", ".join(t.test for t in tests if not t.ok)
+            raise VerificationError(f"smoke tests failed on {target.name}: {names}", log_path=step.log_path)
+    return result
+
+
+def smoke_table(result: SmokeResult) -> Table:
+    table = Table(title=escape(f"smoke tests [{result.target}]"), title_justify="left")
+    table.add_column("test")
+    table.add_column("result")
+    table.add_column("time", justify="right")
+    table.add_column("detail", overflow="fold")
+    for t in result.tests:
+        table.add_row(t.test, "[green]pass[/green]" if t.ok else "[red]FAIL[/red]", f"{t.seconds:.2f} s", t.detail)
+    return table

@@ -1,0 +1,164 @@
+"""Wheels and target Python environments, on a small library of the project's own.
+
+For each target the demo library (tests/data/wheel_demo, needs libgomp) is cross-compiled,
+packed, repaired by auditwheel against the target's Debian libraries, installed with the
+target's own pip and imported by the target's Python (under QEMU on ARM).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nnpack_toolchain.configure import BUILD_SYSROOT_PACKAGES
+from nnpack_toolchain.errors import ConfigurationError
+from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.smoke import parse_results, run_smoke
+from nnpack_toolchain.sysroot import SysrootPackageError, build_sysroot, unpack_debs
+from nnpack_toolchain.target_env import WheelRejectedError, python_env
+from nnpack_toolchain.targets import TARGETS, Target
+from nnpack_toolchain.wheel import WheelSpec, build_wheel, machine_of, require_wheel_for, target_of_wheel
+
+DEMO = Path(__file__).parent / "data" / "wheel_demo"
+MACHINE_NAMES = {"x86_64": "x86_64", "armv7": "armv7l", "arm64": "aarch64"}
+
+
+def demo_spec(library: Path) -> WheelSpec:
+    return WheelSpec(distribution="nntc-wheel-demo", version="1.0+demo", package_dir=DEMO / "nntc_wheel_demo",
+                     native_libraries=(library,), summary="demo", license="BSD-2-Clause", readme="# demo\n")
+
+
+def compile_demo(target: Target, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / "libnntcdemo.so"
+    subprocess.run([target.cc, *target.compiler_flags, "-shared", "-fPIC", "-fopenmp", "-O2", "-o", library,
+                    DEMO / "demo.c", "-lm"], check=True)
+    return library
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp("wheel-home"))
+
+
+@pytest.fixture(scope="module")
+def demo_wheels(home: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """target -> (wheel, the same inputs built a second time in another directory)."""
+    wheels = {}
+    for target in TARGETS.values():
+        work = tmp_path_factory.mktemp(f"demo-{target.name}")
+        library = compile_demo(target, work / "lib")
+        sysroot = build_sysroot(target, home, BUILD_SYSROOT_PACKAGES)
+        first = build_wheel(demo_spec(library), target, sysroot, work / "a", work / "log")
+        second = build_wheel(demo_spec(library), target, sysroot, work / "b", work / "log")
+        wheels[target.name] = (Path(first.wheel), Path(second.wheel))
+    return wheels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_demo_wheel_is_tagged_repaired_and_reproducible(name: str, demo_wheels: dict[str, tuple[Path, Path]]) -> None:
+    wheel, again = demo_wheels[name]
+    target = TARGETS[name]
+    assert wheel.name.startswith("nntc_wheel_demo-1.0+demo-py3-none-manylinux_")
+    assert wheel.name.endswith(f"_{MACHINE_NAMES[name]}.whl")
+    assert target_of_wheel(wheel) is target
+    floor = int(wheel.name.split("manylinux_2_")[1].split("_")[0])
+    assert 17 <= floor <= 36, "Debian 12 (glibc 2.36) cross toolchains give at most manylinux_2_36"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        modes = {n: archive.getinfo(n).external_attr >> 16 for n in names}
+        dates = {archive.getinfo(n).date_time for n in names}
+    assert "nntc_wheel_demo/libnntcdemo.so" in names
+    assert any(n.startswith("nntc_wheel_demo.libs/libgomp-") for n in names), "libgomp was not grafted"
+    assert dates == {(2022, 5, 10, 0, 0, 0)}
+    assert modes["nntc_wheel_demo/libnntcdemo.so"] & 0o777 == 0o755
+    assert modes["nntc_wheel_demo/__init__.py"] & 0o777 == 0o644
+    show = subprocess.run(["auditwheel", "show", wheel], capture_output=True, text=True, check=True).stdout
+    assert f"manylinux_2_{floor}_{machine_of(target)}" in show
+    assert again.read_bytes() == wheel.read_bytes(), "two builds from the same inputs differ"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_demo_wheel_installs_and_runs_on_its_target(name: str, demo_wheels: dict[str, tuple[Path, Path]],
+                                                    home: Settings, tmp_path: Path) -> None:
+    target = TARGETS[name]
+    env = python_env(target, home)
+    env.install_wheel(demo_wheels[name][0], tmp_path / "site", tmp_path / "log")
+    proc = env.run(["-c", "import nntc_wheel_demo as d, json; print(json.dumps(d.describe()))"],
+                   extra_env={"PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode == 0, proc.stderr
+    assert f'"machine": "{MACHINE_NAMES[name]}"' in proc.stdout
+    assert '"norm_3_4": 5.0' in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("wheel_of", "installed_on"), [("arm64", "armv7"), ("arm64", "x86_64"), ("x86_64", "arm64")])
+def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installed_on: str, home: Settings,
+                                                         demo_wheels: dict[str, tuple[Path, Path]],
+                                                         tmp_path: Path) -> None:
+    env = python_env(TARGETS[installed_on], home)
+    with pytest.raises(WheelRejectedError, match="not a supported wheel on this platform"):
+        env.install_wheel(demo_wheels[wheel_of][0], tmp_path / "site", tmp_path / "log")
+    assert not (tmp_path / "site").exists()
+    assert not list(tmp_path.glob(".site-*")), "a rejected install left a temporary directory"
+
+
+@pytest.mark.slow
+def test_smoke_refuses_a_wheel_for_another_target(demo_wheels: dict[str, tuple[Path, Path]], home: Settings) -> None:
+    with pytest.raises(ConfigurationError, match="was built for arm64, not armv7"):
+        run_smoke(TARGETS["armv7"], home, demo_wheels["arm64"][0])
+
+
+def test_wheel_names_map_to_targets(tmp_path: Path) -> None:
+    for target in TARGETS.values():
+        wheel = tmp_path / f"mxnet-1.9.1+nnpack.70a77f4-py3-none-manylinux_2_36_{machine_of(target)}.whl"
+        assert target_of_wheel(wheel) is target
+        require_wheel_for(wheel, target)
+    with pytest.raises(ConfigurationError, match="not tagged for any target"):
+        target_of_wheel(tmp_path / "mxnet-1.9.1-py3-none-any.whl")
+    with pytest.raises(ConfigurationError, match="not a wheel file name"):
+        target_of_wheel(tmp_path / "mxnet.tar.gz")
+
+
+def test_smoke_output_parsing() -> None:
+    out = 'noise\nRESULT {"test": "a", "ok": true, "seconds": 0.5, "detail": "x"}\nRESULT {"test": "b", "ok": false, ' \
+          '"seconds": 1, "detail": ""}\n'
+    tests = parse_results(out)
+    assert [(t.test, t.ok) for t in tests] == [("a", True), ("b", False)]
+
+
+@pytest.mark.slow
+def test_missing_sysroot_package_is_named(home: Settings) -> None:
+    with pytest.raises(SysrootPackageError, match="nntc-no-such-package"):
+        build_sysroot(TARGETS["arm64"], home, ["libgomp1", "nntc-no-such-package"])
+
+
+def make_deb(root: Path, name: str) -> Path:
+    package = root / name
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: arm64\nMaintainer: t <t@example.org>\nDescription: t\n")
+    (package / "usr" / "share" / name).mkdir(parents=True)
+    (package / "usr" / "share" / name / "file.txt").write_text("payload\n")
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", package, root / f"{name}.deb"], check=True,
+                   capture_output=True)
+    return root / f"{name}.deb"
+
+
+def test_corrupt_deb_leaves_nothing_half_unpacked(tmp_path: Path) -> None:
+    good = make_deb(tmp_path / "debs", "nntc-good")
+    bad = make_deb(tmp_path / "debs", "nntc-bad")
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # a truncated download
+    final = tmp_path / "sysroots" / "arm64-test"
+    with pytest.raises(SysrootPackageError, match="nntc-bad.deb"):
+        unpack_debs([good, bad], final, TARGETS["arm64"], tmp_path / "log")
+    assert not final.exists()
+    assert list((tmp_path / "sysroots").iterdir()) == []
+    unpack_debs([good], final, TARGETS["arm64"], tmp_path / "log")
+    assert (final / "usr" / "share" / "nntc-good" / "file.txt").read_text() == "payload\n"
+    assert (final / ".complete").is_file()
