@@ -138,3 +138,33 @@ def smoke(c, arch, wheel=None, force=False, home=None):
         if result.up_to_date:
             console.print(smoke_table(result))
             console.out(f"smoke [{target.name}] up to date: {result.passed}/{len(result.tests)} passed for {result.wheel}")
+
+
+@task(help={"arch": COMMON_HELP["arch"], "remote": "name of the Conan remote (the binary cache)",
+            "url": "add or update the remote first: http(s)://HOST:PORT of a conan_server, or an Artifactory Conan repository URL",
+            "user": "log in to the remote as USER (password from $NNTC_CONAN_PASSWORD)",
+            "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]})
+@reports_errors
+def publish(c, arch, remote, url=None, user=None, backend="fast", tests="quick", home=None):
+    """Upload NNPACK and every package of its graph for a target to a Conan remote, for other machines."""
+    from nnpack_toolchain import publish as sharing
+
+    settings = make_settings(home=home, backend=backend, tests=tests)
+    if url:
+        sharing.add_remote(settings, remote, url, user=user)
+    elif user:
+        raise SystemExit("--user needs --url")
+    for target in parse_targets(arch):
+        result = sharing.publish(settings, target, remote)
+        console.out(f"published [{target.name}] {result.reference} to {remote}: "
+                    f"{len(result.recipes)} recipes, {result.binaries} binaries")
+
+
+@task(help={"remote": "name of the Conan remote", "url": "its URL", "user": "log in as USER ($NNTC_CONAN_PASSWORD)",
+            "home": COMMON_HELP["home"]})
+@reports_errors
+def use_remote(c, remote, url, user=None, home=None):
+    """Use a Conan remote as binary cache: later 'invoke nnpack' runs download what it holds."""
+    from nnpack_toolchain import publish as sharing
+
+    sharing.add_remote(make_settings(home=home), remote, url, user=user)

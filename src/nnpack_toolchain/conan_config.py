@@ -161,6 +161,8 @@ def package_args(target: Target, settings: Settings, *, backend: str | None = No
             "-c", 'tools.info.package_id:confs=["user.nntc:source_dir", "user.nntc:nnpack_tests"]']
     if backend:
         args += ["-o", f"nnpack/*:backend={backend}"]
+    if settings.offline:  # configured remotes (the binary cache, see publish.py) are never asked
+        args.append("--no-remote")
     for name, directory in settings.local_sources.items():
         args += ["-c", f"{name}/*:user.nntc:source_dir={directory}"]
     return args

@@ -25,6 +25,7 @@ from .configure import configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
 from .nnpack import verify_elf_machine
+from .publish import ccache_remote_env
 from .runner import capture, run
 from .settings import RECIPES_DIR, Settings
 from .sources import Pin, load_pin, sha256_of, source_cache
@@ -131,6 +132,7 @@ def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
             # The Makefile picks up ./config.mk itself; a config= argument would reach the dmlc-core
             # and nnvm sub-makes through MAKEFLAGS and break them.
             run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, f"CXX={compiler}"],
+                env=ccache_remote_env(base_dir=settings.home) if settings.ccache else None,
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}")
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None

@@ -38,6 +38,7 @@ from .sources import sha256_of
 from .targets import TARGETS, Target
 
 if TYPE_CHECKING:
+    from .mxnet import MxnetResult
     from .nnpack import NnpackResult
 
 RESULT_FILE = "wheel-result.json"
@@ -75,6 +76,8 @@ class WheelResult:
     """Libraries auditwheel copied in from the target sysroot."""
     auditwheel_show: str = ""
     inputs_digest: str = ""
+    sbom: str = ""
+    """CycloneDX SBOM next to the wheel."""
     up_to_date: bool = False
 
     def save(self, path: Path) -> None:
@@ -314,7 +317,8 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
         if result_path.is_file():
             previous = WheelResult(**json.loads(result_path.read_text()))
             wheel = Path(previous.wheel)
-            if previous.inputs_digest == digest and wheel.is_file() and sha256_of(wheel) == previous.wheel_sha256:
+            if (previous.inputs_digest == digest and wheel.is_file() and sha256_of(wheel) == previous.wheel_sha256
+                    and Path(previous.sbom).is_file()):
                 previous.up_to_date = True
                 step.note = "up to date"
                 return previous
@@ -333,9 +337,31 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             os.replace(result.wheel, final)
         result.wheel = str(final)
         result.inputs_digest = digest
+        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet))
         result.save(result_path)
         step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}"
     return result
+
+
+def bundled_libraries(wheel: Path) -> list[tuple[str, str]]:
+    """(file name, sha256) of every shared library in the wheel besides libmxnet.so."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        return sorted((Path(n).name, hashlib.sha256(archive.read(n)).hexdigest()) for n in archive.namelist()
+                      if ".so" in Path(n).name and Path(n).name != "libmxnet.so")
+
+
+def write_wheel_sbom(target: Target, wheel: Path, nnpack: "NnpackResult", mxnet: "MxnetResult") -> Path:
+    """The CycloneDX SBOM next to the wheel (<wheel name>.cdx.json)."""
+    from .sbom import build_sbom, sbom_path, write_sbom
+
+    for old in wheel.parent.glob("*.cdx.json"):
+        if old.name != sbom_path(wheel).name:
+            old.unlink()
+    document = build_sbom(target.name, wheel_path=wheel, nnpack_result=asdict(nnpack), mxnet_result=asdict(mxnet),
+                          bundled_libraries=bundled_libraries(wheel))
+    return write_sbom(sbom_path(wheel), document)
 
 
 def load_nnpack_commit() -> str:

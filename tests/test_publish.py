@@ -1,0 +1,279 @@
+"""Sharing builds between machines: a real Conan server on loopback as the binary cache.
+
+Home A builds pthreadpool (and header-only fxdiv) for arm64 and publishes the graph; home B,
+empty but for the remote, runs the same `conan create --build=missing` and downloads every
+binary instead of building it. The server is conan-server from PyPI, in a virtualenv of its own:
+its wheel carries a whole copy of Conan, which would overwrite the toolchain's Conan if installed
+beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import require_sources, shared_source_cache
+from nnpack_toolchain import conan_config, publish
+from nnpack_toolchain.errors import ConfigurationError
+from nnpack_toolchain.runner import run
+from nnpack_toolchain.settings import Settings, default_home
+from nnpack_toolchain.sources import load_pins
+from nnpack_toolchain.targets import TARGETS
+
+CONAN_SERVER_VERSION = "2.33.0"  # newest on PyPI; serves the Conan 2.34 client (REST v2)
+SERVER_PASSWORD = "s3cret-nntc-test"
+REMOTE = "nntc-test"
+
+
+def conan_server_python() -> Path:
+    """Python of a virtualenv with conan-server (kept under <home>/tools; $NNTC_CONAN_SERVER_VENV)."""
+    venv = Path(os.environ.get("NNTC_CONAN_SERVER_VENV")
+                or default_home() / "tools" / f"conan-server-{CONAN_SERVER_VERSION}")
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import conans.server.launcher"]
+    if python.is_file() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True,
+                       text=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"conan-server=={CONAN_SERVER_VERSION}"],
+                       check=True, capture_output=True, text=True, timeout=600)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        pytest.skip(f"conan-server {CONAN_SERVER_VERSION} could not be installed into {venv}: "
+                    f"{str(detail).strip()[-500:]}")
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SERVER_CONF = """[server]
+jwt_secret: {secret}
+jwt_expire_minutes: 120
+ssl_enabled: False
+port: {port}
+public_port:
+host_name: 127.0.0.1
+authorize_timeout: 1800
+disk_storage_path: {storage}
+disk_authorize_timeout: 1800
+updown_secret: {secret}
+
+[write_permissions]
+*/*@*/*: demo
+
+[read_permissions]
+*/*@*/*: *
+
+[users]
+demo: {password}
+"""
+
+# conan_server listens on 0.0.0.0; its launcher, run this way, listens on loopback only.
+LAUNCH = ("import os; from conans.server.launcher import ServerLauncher; "
+          "ServerLauncher(server_dir=os.environ['CONAN_SERVER_HOME']).server.run(host='127.0.0.1')")
+
+
+@pytest.fixture(scope="module")
+def conan_server(tmp_path_factory: pytest.TempPathFactory):
+    """A conan_server on 127.0.0.1:<free port>; user demo may write. Killed at the end, always."""
+    python = conan_server_python()
+    home = tmp_path_factory.mktemp("conan-server")
+    port = free_port()
+    (home / "server.conf").write_text(SERVER_CONF.format(
+        secret=os.urandom(16).hex(), port=port, storage=home / "data", password=SERVER_PASSWORD))
+    with open(home / "server.log", "w") as log_file:
+        proc = subprocess.Popen([str(python), "-c", LAUNCH], env={**os.environ, "CONAN_SERVER_HOME": str(home)},
+                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"conan-server exited with {proc.returncode}: {(home / 'server.log').read_text()[-800:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v2/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip(f"conan-server did not answer on {url} within 60 s: "
+                            f"{(home / 'server.log').read_text()[-800:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fresh_settings(home: Path) -> Settings:
+    return Settings(home=home, source_cache=shared_source_cache(), jobs=os.cpu_count() or 1)
+
+
+def graph_nodes(settings: Settings, target, reference: str, log_path: Path, out: Path) -> dict[str, dict]:
+    """`conan graph info --format=json` of reference: binary status per package name (none skipped)."""
+    run([*conan_config.conan_command(), "graph", "info", f"--requires={reference}",
+         *conan_config.package_args(target, settings), "-c", "tools.graph:skip_binaries=False",
+         "--format=json", f"--out-file={out}"],
+        env=conan_config.conan_env(settings), log_path=log_path, what="conan graph info")
+    nodes = json.loads(out.read_text())["graph"]["nodes"].values()
+    return {n["name"]: n for n in nodes if n.get("package_id")}
+
+
+def package_revisions(settings: Settings, log_path: Path, out: Path) -> dict[str, set[str]]:
+    """Package revisions (prev) of every binary in a home's cache, per package name."""
+    run([*conan_config.conan_command(), "list", "*:*#*", "--format=json", f"--out-file={out}"],
+        env=conan_config.conan_env(settings), log_path=log_path, what="conan list")
+    result: dict[str, set[str]] = {}
+    for name_version, entry in json.loads(out.read_text())["Local Cache"].items():
+        for revision in entry.get("revisions", {}).values():
+            for package in revision.get("packages", {}).values():
+                result.setdefault(name_version.split("/")[0], set()).update(package.get("revisions", {}))
+    return result
+
+
+@pytest.mark.slow
+def test_second_home_downloads_published_binaries_instead_of_building(conan_server, tmp_path, monkeypatch):
+    require_sources("pthreadpool", "fxdiv")
+    target = TARGETS["arm64"]
+    reference = load_pins()["pthreadpool"].reference
+
+    # Machine A: build, then publish the graph (recipes, binaries, the nntc-base python_requires).
+    a = fresh_settings(tmp_path / "a")
+    conan_config.prepare_home(a, target)
+    log_a = tmp_path / "a.log"
+    conan_config.export_recipes(a, ["pthreadpool", "fxdiv"], log_a)
+    conan_config.create(target, a, "pthreadpool", log_a)
+    monkeypatch.delenv(publish.PASSWORD_ENV, raising=False)
+    publish.add_remote(a, REMOTE, conan_server, user="demo", password=SERVER_PASSWORD)
+    publish.add_remote(a, REMOTE, conan_server, user="demo", password=SERVER_PASSWORD)  # idempotent
+    result = publish.publish(a, target, REMOTE, package="pthreadpool")
+    names = {r.split("/")[0] for r in result.recipes}
+    assert {"nntc-base", "fxdiv", "pthreadpool"} <= names, result
+    assert result.binaries == 2, result  # pthreadpool for arm64, fxdiv (header-only)
+    assert SERVER_PASSWORD not in "".join(p.read_text() for p in a.logs_dir.glob("*.log"))
+    again = publish.publish(a, target, REMOTE, package="pthreadpool")  # what the server has is skipped
+    assert again.recipes == result.recipes
+
+    # Machine B: an empty Conan home with the remote (anonymous read access).
+    b = fresh_settings(tmp_path / "b")
+    conan_config.prepare_home(b, target)
+    publish.add_remote(b, REMOTE, conan_server)
+    log_b = tmp_path / "b.log"
+    conan_config.export_recipes(b, ["pthreadpool", "fxdiv"], log_b)
+
+    # Offline, the remote is never asked: the binaries are missing.
+    offline = graph_nodes(dataclasses.replace(b, offline=True), target, reference, log_b, tmp_path / "offline.json")
+    assert {n["binary"] for n in offline.values()} == {"Missing"}, offline
+    # Online, Conan finds every binary on the remote.
+    online = graph_nodes(b, target, reference, log_b, tmp_path / "online.json")
+    for name in ("pthreadpool", "fxdiv"):
+        assert online[name]["binary"] == "Download" and online[name]["binary_remote"] == REMOTE, online[name]
+
+    # The build path of `invoke nnpack` (conan create --build=missing) downloads, builds nothing,
+    # and the downloaded library passes the test_package under QEMU.
+    start = log_b.stat().st_size
+    conan_config.create(target, b, "pthreadpool", log_b)
+    create_log = log_b.read_text()[start:]
+    # The package graph of the create itself (the test_package's graph comes after it).
+    decided = create_log.split("======== Computing necessary packages ========")[1].split("========")[0]
+    statuses = re.findall(r"^\s+([\w-]+)/\S+ - (\w+)(?: \((\S+)\))?$", decided, re.MULTILINE)
+    assert ("pthreadpool", "Download", REMOTE) in statuses, decided
+    assert {status for _, status, _ in statuses} <= {"Download", "Skip", "Cache"}, decided  # fxdiv: Skip
+    assert f"{reference}: Downloaded package revision" in create_log
+    assert f"{reference}: Calling build()" not in create_log
+    assert "pthreadpool-under-target OK" in create_log
+    # The binary of A, bit for bit: the same package revision (fxdiv, header-only, was skipped).
+    prevs_a = package_revisions(a, log_a, tmp_path / "list-a.json")
+    prevs_b = package_revisions(b, log_b, tmp_path / "list-b.json")
+    assert prevs_b["pthreadpool"] == prevs_a["pthreadpool"], (prevs_a, prevs_b)
+
+
+def test_offline_conan_commands_never_use_a_remote(tmp_path):
+    target = TARGETS["arm64"]
+    settings = Settings(home=tmp_path, offline=True)
+    assert "--no-remote" in conan_config.package_args(target, settings)
+    assert "--no-remote" not in conan_config.package_args(target, dataclasses.replace(settings, offline=False))
+    with pytest.raises(ConfigurationError, match="offline"):
+        publish.publish(settings, target, REMOTE)
+
+
+def test_add_remote_is_idempotent_and_keeps_conancenter_out(tmp_path):
+    settings = Settings(home=tmp_path)
+    publish.add_remote(settings, REMOTE, "http://127.0.0.1:9/first")
+    publish.add_remote(settings, REMOTE, "http://127.0.0.1:9/first")
+    publish.add_remote(settings, REMOTE, "http://127.0.0.1:9/second")
+    remotes = json.loads((settings.conan_home / "remotes.json").read_text())["remotes"]
+    assert [(r["name"], r["url"]) for r in remotes] == [(REMOTE, "http://127.0.0.1:9/second")]
+
+
+def test_login_without_password_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv(publish.PASSWORD_ENV, raising=False)
+    with pytest.raises(ConfigurationError, match=publish.PASSWORD_ENV):
+        publish.add_remote(Settings(home=tmp_path), REMOTE, "http://127.0.0.1:9", user="demo")
+
+
+def test_publish_names_an_unknown_remote(tmp_path):
+    settings = Settings(home=tmp_path)
+    publish.add_remote(settings, "other", "http://127.0.0.1:9")
+    with pytest.raises(ConfigurationError, match="invoke publish --remote nowhere --url"):
+        publish.publish(settings, TARGETS["arm64"], "nowhere")
+
+
+def test_publish_before_building_says_what_to_run(tmp_path):
+    settings = Settings(home=tmp_path)
+    publish.add_remote(settings, REMOTE, "http://127.0.0.1:9")  # never contacted
+    with pytest.raises(ConfigurationError, match="not built for arm64.*invoke nnpack --arch arm64"):
+        publish.publish(settings, TARGETS["arm64"], REMOTE)
+
+
+def test_ccache_remote_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(publish.CCACHE_REMOTE_ENV, raising=False)
+    assert publish.ccache_remote_env() == {}
+    assert publish.ccache_remote_env("redis://cache.local") == {
+        "CCACHE_REMOTE_STORAGE": "redis://cache.local", "CCACHE_COMPILERCHECK": "content"}
+    monkeypatch.setenv(publish.CCACHE_REMOTE_ENV, "http://cache.local:8080/mxnet")
+    assert publish.ccache_remote_env(base_dir=tmp_path) == {
+        "CCACHE_REMOTE_STORAGE": "http://cache.local:8080/mxnet", "CCACHE_COMPILERCHECK": "content",
+        "CCACHE_BASEDIR": str(tmp_path), "CCACHE_NOHASHDIR": "1"}
+
+
+@pytest.mark.skipif(shutil.which("ccache") is None or shutil.which("gcc") is None, reason="needs ccache and gcc")
+def test_ccache_remote_storage_shares_objects_between_trees(tmp_path):
+    """Two trees in different places, two empty local caches: the second compile is a remote hit."""
+    remote = tmp_path / "remote"
+    stats = []
+    for machine in ("a", "b"):
+        tree = tmp_path / machine / "mxnet"
+        tree.mkdir(parents=True)
+        (tree / "x.c").write_text('#include "x.h"\nint f(void) { return X; }\n')
+        (tree / "x.h").write_text("#define X 42\n")
+        env = {**os.environ, "CCACHE_DIR": str(tmp_path / machine / "ccache"), "CCACHE_CONFIGPATH": os.devnull,
+               **publish.ccache_remote_env(remote.as_uri(), base_dir=tmp_path / machine)}
+        subprocess.run(["ccache", "gcc", "-c", str(tree / "x.c"), "-o", str(tree / "x.o")], cwd=tree, env=env,
+                       check=True)
+        stats.append(subprocess.run(["ccache", "--print-stats"], env=env, check=True, capture_output=True,
+                                    text=True).stdout)
+    counters = [dict(line.split("\t") for line in s.splitlines() if "\t" in line) for s in stats]
+    assert counters[0].get("remote_storage_miss") == "1", stats[0]
+    assert counters[1].get("remote_storage_hit") == "1", stats[1]
