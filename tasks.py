@@ -61,7 +61,7 @@ def fetch(c, offline=False, home=None, source_cache=None, from_git=None, package
 
 @task(iterable=["source"], help=COMMON_HELP)
 @reports_errors
-def nnpack(c, arch, jobs=None, offline=False, source=None, backend="fast", tests="quick", home=None,
+def nnpack(c, arch="", jobs=None, offline=False, source=None, backend="fast", tests="quick", home=None,
            source_cache=None, no_ccache=False):
     """Build NNPACK shared libraries for a target, run its test suite there, print where they are."""
     settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
@@ -77,7 +77,7 @@ def nnpack(c, arch, jobs=None, offline=False, source=None, backend="fast", tests
 @task(help={"arch": COMMON_HELP["arch"], "output": "write config.mk here (default <home>/out/<target>/config.mk)",
             "home": COMMON_HELP["home"]})
 @reports_errors
-def configure(c, arch, output=None, home=None):
+def configure(c, arch="", output=None, home=None):
     """Write MXNet's config.mk for a target from config.mk.template (needs 'invoke nnpack' first)."""
     from pathlib import Path
 
@@ -92,7 +92,7 @@ def configure(c, arch, output=None, home=None):
 
 @task(iterable=["source"], help={k: v for k, v in COMMON_HELP.items() if k not in ("backend", "tests")})
 @reports_errors
-def mxnet(c, arch, jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False):
+def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False):
     """Build MXNet 1.9.1's libmxnet.so with USE_NNPACK=1 for a target (needs 'invoke nnpack' first)."""
     settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
                              ccache=not no_ccache)
@@ -104,9 +104,9 @@ def mxnet(c, arch, jobs=None, offline=False, source=None, home=None, source_cach
         console.out(f"  source: {result.source}")
 
 
-@task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"]})
+@task(auto_shortflags=False, help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"]})
 @reports_errors
-def wheel(c, arch, home=None):
+def wheel(c, arch="", home=None):
     """Package the target's MXNet build as a wheel (libmxnet.so, libnnpack.so, auditwheel-repaired)."""
     from nnpack_toolchain.wheel import build_mxnet_wheel
 
@@ -123,7 +123,7 @@ def wheel(c, arch, home=None):
             "wheel": "smoke-test this wheel file instead of the target's current one",
             "force": "run even if this wheel already passed"})
 @reports_errors
-def smoke(c, arch, wheel=None, force=False, home=None):
+def smoke(c, arch="", wheel=None, force=False, home=None):
     """Install the target's wheel into the target's Python (QEMU on ARM) and run the smoke suite there."""
     from pathlib import Path
 
@@ -145,10 +145,12 @@ def smoke(c, arch, wheel=None, force=False, home=None):
             "user": "log in to the remote as USER (password from $NNTC_CONAN_PASSWORD)",
             "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]})
 @reports_errors
-def publish(c, arch, remote, url=None, user=None, backend="fast", tests="quick", home=None):
+def publish(c, arch="", remote="", url=None, user=None, backend="fast", tests="quick", home=None):
     """Upload NNPACK and every package of its graph for a target to a Conan remote, for other machines."""
     from nnpack_toolchain import publish as sharing
 
+    if not remote:
+        raise SystemExit("give the Conan remote: --remote NAME (add it with --url URL the first time)")
     settings = make_settings(home=home, backend=backend, tests=tests)
     if url:
         sharing.add_remote(settings, remote, url, user=user)
@@ -163,8 +165,33 @@ def publish(c, arch, remote, url=None, user=None, backend="fast", tests="quick",
 @task(help={"remote": "name of the Conan remote", "url": "its URL", "user": "log in as USER ($NNTC_CONAN_PASSWORD)",
             "home": COMMON_HELP["home"]})
 @reports_errors
-def use_remote(c, remote, url, user=None, home=None):
+def use_remote(c, remote="", url="", user=None, home=None):
     """Use a Conan remote as binary cache: later 'invoke nnpack' runs download what it holds."""
     from nnpack_toolchain import publish as sharing
 
+    if not remote or not url:
+        raise SystemExit("give both --remote NAME and --url URL")
     sharing.add_remote(make_settings(home=home), remote, url, user=user)
+
+
+@task(iterable=["source"], help={
+    **COMMON_HELP,
+    "arch": COMMON_HELP["arch"] + " (default all)",
+    "keep_going": "after a target fails, go on with the next target (exit code still non-zero)",
+    "clean": "first delete the target's outputs and MXNet build tree (source cache, Conan packages and ccache stay)",
+    "report": "write the build summary as JSON (schema: src/nnpack_toolchain/report_schema.json) to this file",
+})
+@reports_errors
+def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", tests="quick", keep_going=False,
+          clean=False, report=None, home=None, source_cache=None, no_ccache=False):
+    """The whole pipeline for each target: fetch, nnpack, configure, mxnet, wheel, smoke (unchanged steps are skipped)."""
+    from pathlib import Path
+
+    from nnpack_toolchain.pipeline import run_build
+
+    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+                             backend=backend, tests=tests, ccache=not no_ccache)
+    result = run_build(parse_targets(arch), settings, keep_going=keep_going, clean=clean,
+                       report_path=Path(report).resolve() if report else None)
+    if not result.is_ok:
+        raise SystemExit(1)

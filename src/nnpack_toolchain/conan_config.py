@@ -7,10 +7,14 @@ nothing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import log
 from .errors import BuildError
 from .runner import run
 from .settings import RECIPES_DIR, Settings
@@ -176,3 +180,20 @@ def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, b
     run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
          "--build=missing", *rebuild_local, *no_test_package], env=conan_env(settings), log_path=log_path,
         what=f"conan create {recipe} for {target.name}")
+
+
+@contextmanager
+def conan_lock(settings: Settings) -> Iterator[None]:
+    """Exclusive use of the shared Conan home: Conan 2's cache is not safe for concurrent writers,
+    so a second `invoke` (another target in another shell) waits here instead of clobbering it."""
+    settings.conan_home.mkdir(parents=True, exist_ok=True)
+    with open(settings.conan_home / ".nntc.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"waiting for another build using the Conan home {settings.conan_home}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

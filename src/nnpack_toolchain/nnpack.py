@@ -136,7 +136,7 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
             return previous
 
     nnpack_pin = next(p for p in pins if p.name == "nnpack")
-    with log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
+    with conan_config.conan_lock(settings), log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
                   settings.logs_dir) as step:
         conan_config.export_recipes(settings, [p.name for p in pins], step.log_path)
         try:

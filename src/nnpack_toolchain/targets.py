@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UnknownTargetError
+from .errors import ConfigurationError, UnknownTargetError
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def parse_targets(text: str) -> list[Target]:
     """Parse `--arch`: a name, an alias, a comma list, or `all`."""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     if not names:
-        raise UnknownTargetError(text, valid_target_names())
+        raise ConfigurationError("no target given: add --arch with one of x86_64, armv7, arm64, a comma list, or all")
     if names == ["all"]:
         return list(TARGETS.values())
     return [parse_target(name) for name in names]
