@@ -195,3 +195,24 @@ def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", 
                        report_path=Path(report).resolve() if report else None)
     if not result.is_ok:
         raise SystemExit(1)
+
+
+@task(help={"model": "MXNet *-symbol.json file, or zoo:NAME (alexnet, vgg16, resnet18, inception-bn)",
+            "batch": "batch size to check for (default 1)",
+            "shape": "data shape without the batch (default 3,224,224)",
+            "json": "print JSON (per layer and totals) on stdout instead of the table",
+            "write": "also save the zoo model as an MXNet symbol file at this path"})
+@reports_errors
+def check_model(c, model, batch=1, shape="3,224,224", json=False, write=None):
+    """Show which layers of an MXNet model run on NNPACK (this build and MXNet 1.0 rules) and their FLOP share."""
+    from nnpack_toolchain.check_model import main as check_model_main
+    from nnpack_toolchain.errors import ConfigurationError
+    from nnpack_toolchain.model_zoo import write_model
+
+    if not model:
+        raise ConfigurationError("give the model: invoke check-model model-symbol.json (or zoo:vgg16)")
+    if write:
+        if not model.startswith("zoo:"):
+            raise ConfigurationError("--write saves zoo models only; give zoo:NAME")
+        console.print(f"wrote {write_model(model[4:], write)}")
+    check_model_main(model, batch=int(batch), shape=shape, as_json=json, console=console)

@@ -1,0 +1,893 @@
+"""Which layers of an MXNet model run on NNPACK in this build, and what share of the work that is.
+
+``invoke check-model MODEL`` reads an MXNet symbol file (the ``*-symbol.json`` written by
+``mx.sym.save`` or ``HybridBlock.export``; or ``zoo:NAME`` for a model from
+:mod:`nnpack_toolchain.model_zoo`), infers every layer's output shape from the data shape
+``(batch, *data_shape)``, and decides for each Convolution, Pooling and FullyConnected layer
+whether the patched operators (``patches/mxnet/0002``..``0005``) hand it to NNPACK, under two
+rule sets side by side:
+
+* **this build** (:attr:`RuleSet.BUILD`): bias-free convolutions (``no_bias=True``, every
+  convolution before a BatchNorm) run on NNPACK with a zero bias;
+* **MXNet 1.0** (:attr:`RuleSet.STRICT_1_0`, ``MXNET_NNPACK_STRICT_1_0=1``): a convolution needs
+  a bias, as in MXNet 1.0.
+
+The conditions, in the order the C++ code checks them (every failing one is reported):
+
+* Convolution: float32; 2-D kernel on 4-D input; layout NCHW (or unset); ``num_group`` 1;
+  ``dilate`` (1,1); [1.0 rules: ``no_bias`` false]; batch 1 (``nnp_convolution_inference``,
+  any stride) or stride (1,1) (``nnp_convolution_output``).
+* Pooling: ``pool_type`` max; not ``global_pool``; ``pooling_convention`` "full" (MXNet's
+  default is "valid", so it must be set explicitly); layout NCHW; kernel (2,2); stride (2,2);
+  4-D input.
+* FullyConnected: float32 and a batch of vectors (any input with ``flatten=True``; 2-D input
+  with ``flatten=False``).
+
+FLOP convention (multiply and add count as 2 FLOPs; bias additions are ignored):
+
+* Convolution: ``2 * N * C_out * prod(out spatial) * C_in / num_group * prod(kernel)``;
+* FullyConnected: ``2 * rows * in_features * num_hidden`` (rows = N with ``flatten=True``);
+* Pooling: ``N * C * prod(out spatial) * prod(kernel)`` (one comparison or addition per window
+  element; a global pooling's kernel is its whole input).
+
+Every other layer (activations, BatchNorm, LRN, element-wise sums, softmax, ...) counts 0
+FLOPs, so the NNPACK share printed is *the share of the Convolution + FullyConnected + Pooling
+FLOPs* that runs on NNPACK, not of all arithmetic in the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import ConfigurationError
+
+Shape = tuple[int, ...]
+
+DEFAULT_DATA_SHAPE: Shape = (3, 224, 224)
+SYMBOL_HINT = ("give the model's *-symbol.json (written by mx.sym.save or HybridBlock.export), "
+               "or zoo:NAME for a built-in model")
+
+
+class RuleSet(str, Enum):
+    """Which NNPACK eligibility rules to apply."""
+
+    BUILD = "build"
+    STRICT_1_0 = "strict_1_0"
+
+    @property
+    def label(self) -> str:
+        return {"build": "this build", "strict_1_0": "MXNet 1.0 rules"}[self.value]
+
+
+class ReasonCode(str, Enum):
+    """Why a layer does not run on NNPACK: one per condition the patched operators check."""
+
+    DTYPE = "dtype"
+    NOT_2D = "not_2d"
+    LAYOUT = "layout"
+    GROUPED = "grouped"
+    DILATED = "dilated"
+    NO_BIAS = "no_bias_strict"
+    STRIDE_WITH_BATCH = "stride_with_batch"
+    NOT_MAX_POOLING = "not_max_pooling"
+    GLOBAL_POOLING = "global_pooling"
+    POOLING_CONVENTION = "pooling_convention"
+    POOL_KERNEL = "pool_kernel"
+    POOL_STRIDE = "pool_stride"
+    NOT_VECTORS = "not_vectors"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """NNPACK or not, under one rule set; `reasons` lists every failed condition."""
+
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def on_nnpack(self) -> bool:
+        return not self.reasons
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(r.message for r in self.reasons)
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(r.code for r in self.reasons)
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """A Convolution, Pooling or FullyConnected layer: the ops NNPACK can take."""
+
+    name: str
+    op: str
+    input_shape: Shape
+    output_shape: Shape
+    flops: int
+    summary: str
+    decisions: Mapping[RuleSet, Decision]
+
+    def decision(self, rules: RuleSet = RuleSet.BUILD) -> Decision:
+        return self.decisions[rules]
+
+
+@dataclass(frozen=True)
+class OtherLayer:
+    """Any other operator: never on NNPACK, counted as 0 FLOPs."""
+
+    name: str
+    op: str
+    output_shape: Shape | None
+
+
+@dataclass(frozen=True)
+class Totals:
+    rules: RuleSet
+    flops: int
+    nnpack_flops: int
+    #: op -> (layers on NNPACK, layers)
+    layers: dict[str, tuple[int, int]]
+
+    @property
+    def share(self) -> float:
+        return self.nnpack_flops / self.flops if self.flops else 0.0
+
+
+@dataclass
+class ModelReport:
+    model: str
+    batch: int
+    data_input: str
+    data_shape: Shape
+    output_shapes: list[Shape | None]
+    layers: list[LayerReport]
+    other_layers: list[OtherLayer] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    mxnet_version: int | None = None
+
+    def layer(self, name: str) -> LayerReport:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def totals(self, rules: RuleSet = RuleSet.BUILD) -> Totals:
+        counts: dict[str, tuple[int, int]] = {}
+        nnpack_flops = 0
+        for layer in self.layers:
+            on = layer.decision(rules).on_nnpack
+            done, total = counts.get(layer.op, (0, 0))
+            counts[layer.op] = (done + on, total + 1)
+            nnpack_flops += layer.flops if on else 0
+        return Totals(rules, sum(layer.flops for layer in self.layers), nnpack_flops, counts)
+
+
+# Reading the symbol file -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    index: int
+    op: str
+    name: str
+    attrs: dict[str, str]
+    inputs: tuple[tuple[int, int], ...]
+
+
+def _fail(message: str) -> ConfigurationError:
+    return ConfigurationError(message)
+
+
+def load_symbol(model: dict[str, Any] | Path | str) -> tuple[dict[str, Any], str]:
+    """The symbol dict and a label for it, from a dict, a file path, or ``zoo:NAME``."""
+    if isinstance(model, dict):
+        return model, "<symbol>"
+    text = str(model)
+    if isinstance(model, str) and text.startswith("zoo:"):
+        from .model_zoo import get_model
+
+        return get_model(text[4:]), text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise _fail(f"{path}: no such file; {SYMBOL_HINT}")
+    raw = path.read_bytes()
+    try:
+        symbol = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        what = "binary data" if isinstance(error, UnicodeDecodeError) else f"JSON error: {error}"
+        raise _fail(f"{path} is not JSON ({what}); {SYMBOL_HINT}, not the .params weights file") from None
+    return symbol, str(path)
+
+
+def parse_nodes(symbol: Any, label: str = "<symbol>") -> list[Node]:
+    """Validate the structure of an MXNet symbol dict and return its nodes (topological order)."""
+    if not isinstance(symbol, dict) or not isinstance(symbol.get("nodes"), list):
+        found = f"keys {', '.join(map(str, list(symbol)[:6]))}" if isinstance(symbol, dict) else type(symbol).__name__
+        raise _fail(f"{label} is not an MXNet symbol: no 'nodes' list at the top level (found {found}); {SYMBOL_HINT}")
+    raw_nodes = symbol["nodes"]
+    if not raw_nodes:
+        raise _fail(f"{label} is an MXNet symbol with no nodes; {SYMBOL_HINT}")
+    nodes: list[Node] = []
+    for index, raw in enumerate(raw_nodes):
+        where = f"{label}: node #{index}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or not isinstance(raw.get("name"), str):
+            raise _fail(f"{where} is not an MXNet node (needs string 'op' and 'name'); {SYMBOL_HINT}")
+        where = f"{label}: node #{index} ({raw['name']!r}, {raw['op']})"
+        attrs: dict[str, str] = {}
+        for key in ("param", "attr", "attrs"):  # MXNet < 0.9 wrote "param", < 1.0 "attr"
+            value = raw.get(key) or {}
+            if not isinstance(value, dict):
+                raise _fail(f"{where}: {key!r} must be an object of strings")
+            attrs.update({str(k): str(v) for k, v in value.items()})
+        raw_inputs = raw.get("inputs", [])
+        if not isinstance(raw_inputs, list):
+            raise _fail(f"{where}: 'inputs' must be a list of [node, output, version]")
+        inputs = []
+        for entry in raw_inputs:
+            if (not isinstance(entry, list) or len(entry) < 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
+                raise _fail(f"{where}: input {entry!r} is not [node, output, version]")
+            source = entry[0]
+            if not 0 <= source < len(raw_nodes):
+                raise _fail(f"{where} takes its input from node #{source}, but the file has only "
+                            f"{len(raw_nodes)} nodes (#0..#{len(raw_nodes) - 1}): the symbol file is "
+                            f"truncated or edited; save it again with mx.sym.save")
+            if source >= index:
+                raise _fail(f"{where} takes its input from node #{source}, which comes after it; MXNet "
+                            f"symbol files list nodes in topological order; save it again with mx.sym.save")
+            inputs.append((source, entry[1]))
+        if raw["op"] == "null" and inputs:
+            raise _fail(f"{where}: a variable ('null' op) cannot have inputs")
+        nodes.append(Node(index, raw["op"], raw["name"], attrs, tuple(inputs)))
+    heads = symbol.get("heads")
+    if heads is not None and (not isinstance(heads, list) or not all(
+            isinstance(h, list) and h and isinstance(h[0], int) and 0 <= h[0] < len(nodes) for h in heads)):
+        raise _fail(f"{label}: 'heads' must list [node, output, version] of existing nodes")
+    return nodes
+
+
+def mxnet_version(symbol: dict[str, Any]) -> int | None:
+    """The ``mxnet_version`` recorded in the file (e.g. 10901 for 1.9.1), if any."""
+    value = (symbol.get("attrs") or {}).get("mxnet_version")
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+        return value[1]
+    return None
+
+
+# Attribute values ------------------------------------------------------------------------------
+
+
+def _parse_tuple(node: Node, key: str) -> Shape | None:
+    text = node.attrs.get(key)
+    if text is None or text.strip() in ("", "None", "()", "[]"):
+        return None
+    body = text.strip().strip("()[]")
+    try:
+        return tuple(int(part) for part in body.split(",") if part.strip())
+    except ValueError:
+        raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not a tuple of integers") from None
+
+
+def _parse_int(node: Node, key: str, default: int) -> int:
+    text = node.attrs.get(key)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not an integer") from None
+
+
+def _parse_bool(node: Node, key: str, default: bool) -> bool:
+    text = node.attrs.get(key)
+    if text is None:
+        return default
+    if text.strip().lower() in ("true", "1"):
+        return True
+    if text.strip().lower() in ("false", "0"):
+        return False
+    raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not True or False")
+
+
+def _parse_str(node: Node, key: str, default: str | None) -> str | None:
+    text = node.attrs.get(key)
+    return default if text is None or text == "None" else text.strip("'\"")
+
+
+def _tuple_text(values: Sequence[int]) -> str:
+    return str(tuple(values))
+
+
+# Shape inference -------------------------------------------------------------------------------
+
+#: Inputs from this position on are parameters (weights, biases, BatchNorm statistics, labels).
+PARAM_SLOTS: dict[str, int] = {
+    "Convolution": 1, "Deconvolution": 1, "FullyConnected": 1, "BatchNorm": 1, "InstanceNorm": 1,
+    "LayerNorm": 1, "GroupNorm": 1, "LeakyReLU": 1, "Embedding": 1, "SoftmaxOutput": 1, "Softmax": 1,
+    "LinearRegressionOutput": 1, "LogisticRegressionOutput": 1, "MAERegressionOutput": 1, "SVMOutput": 1,
+}
+PARAM_SUFFIXES = ("_weight", "_bias", "_gamma", "_beta", "_moving_mean", "_moving_var", "_running_mean",
+                  "_running_var", "_label", "_alpha")
+
+#: Operators that keep their (first) input's shape.
+SHAPE_PRESERVING = frozenset({
+    "Activation", "LeakyReLU", "relu", "sigmoid", "tanh", "softsign", "hard_sigmoid", "gelu", "erf",
+    "BatchNorm", "InstanceNorm", "LayerNorm", "GroupNorm", "L2Normalization", "Dropout", "LRN",
+    "_copy", "identity", "BlockGrad", "stop_gradient", "make_loss", "MakeLoss",
+    "softmax", "log_softmax", "SoftmaxActivation", "SoftmaxOutput", "Softmax",
+    "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput", "SVMOutput",
+    "Cast", "amp_cast", "clip", "exp", "log", "sqrt", "square", "abs", "negative", "reciprocal",
+    "_mul_scalar", "_plus_scalar", "_minus_scalar", "_rminus_scalar", "_div_scalar", "_rdiv_scalar",
+    "_power_scalar", "_maximum_scalar", "_minimum_scalar",
+})
+ELEMENTWISE = frozenset({"elemwise_add", "_Plus", "_plus", "_add", "elemwise_sub", "_Minus", "_minus", "_sub",
+                         "elemwise_mul", "_Mul", "_mul", "elemwise_div", "_Div", "_div", "add_n",
+                         "ElementWiseSum", "_grad_add", "_maximum", "_minimum"})
+BROADCAST = frozenset({"broadcast_add", "broadcast_plus", "broadcast_sub", "broadcast_minus", "broadcast_mul",
+                       "broadcast_div", "broadcast_maximum", "broadcast_minimum", "broadcast_power"})
+#: MXNet dtype codes (``__dtype__`` attribute of variables).
+_DTYPE_CODES = {"0": "float32", "1": "float64", "2": "float16", "3": "uint8", "4": "int32", "5": "int8",
+                "6": "int64", "12": "bfloat16"}
+
+
+@dataclass
+class _Value:
+    shape: Shape | None
+    dtype: str = "float32"
+
+
+def _input_error(node: Node, shape: Shape | None, needs: str) -> ConfigurationError:
+    return _fail(f"layer {node.name!r} ({node.op}) needs {needs} but gets shape {shape}; "
+                 "check --shape (the data shape without the batch, e.g. 3,224,224)")
+
+
+def _spatial_out(node: Node, size: int, kernel: int, stride: int, pad: int, dilate: int = 1,
+                 ceil: bool = False) -> int:
+    span = size + 2 * pad - (dilate * (kernel - 1) + 1)
+    if span < 0:
+        raise _fail(f"layer {node.name!r} ({node.op}): kernel {kernel} (dilated {dilate * (kernel - 1) + 1}) is "
+                    f"larger than its padded input {size + 2 * pad}; give a larger --shape")
+    return (math.ceil(span / stride) if ceil else span // stride) + 1
+
+
+def _channel_axis(layout: str | None) -> int:
+    return layout.index("C") if layout and "C" in layout else 1
+
+
+class _Analyzer:
+    """Walks the nodes in order, inferring shapes and judging the NNPACK-capable layers."""
+
+    def __init__(self, nodes: list[Node], batch: int, data_shape: Shape, label: str) -> None:
+        self.nodes = nodes
+        self.batch = batch
+        self.data_shape = data_shape
+        self.label = label
+        self.values: dict[tuple[int, int], _Value] = {}
+        self.layers: list[LayerReport] = []
+        self.others: list[OtherLayer] = []
+        self.notes: list[str] = []
+        self.params = self._parameters()
+
+    def _parameters(self) -> set[int]:
+        """Variables that are weights, biases, statistics or labels rather than the data input."""
+        params: set[int] = set()
+        for node in self.nodes:
+            first_param = PARAM_SLOTS.get(node.op)
+            for slot, (source, _) in enumerate(node.inputs):
+                if first_param is not None and slot >= first_param and self.nodes[source].op == "null":
+                    params.add(source)
+        for node in self.nodes:
+            if node.op == "null" and node.name.endswith(PARAM_SUFFIXES):
+                params.add(node.index)
+        return params
+
+    def data_input(self) -> Node:
+        used = {source for node in self.nodes for source, _ in node.inputs}
+        inputs = [n for n in self.nodes if n.op == "null" and n.index not in self.params and n.index in used]
+        if not inputs:
+            raise _fail(f"{self.label}: no data input found (every variable is a weight, bias or label); "
+                        f"{SYMBOL_HINT}")
+        if len(inputs) > 1:
+            names = ", ".join(repr(n.name) for n in inputs)
+            raise _fail(f"{self.label}: several inputs need a shape ({names}), but check-model feeds only one "
+                        "data input; give a single-input model (one 'data' variable)")
+        return inputs[0]
+
+    def run(self) -> None:
+        data = self.data_input()
+        full_shape = (self.batch, *self.data_shape)
+        for node in self.nodes:
+            if node.op == "null":
+                if node.index == data.index:
+                    dtype = _DTYPE_CODES.get(node.attrs.get("__dtype__", "0"), "float32")
+                    self.values[(node.index, 0)] = _Value(full_shape, dtype)
+                continue
+            self._visit(node)
+
+    def value(self, node: Node, slot: int = 0) -> _Value:
+        source, index = node.inputs[slot]
+        found = self.values.get((source, index))
+        if found is None:
+            source_node = self.nodes[source]
+            if source_node.op == "null":
+                return _Value(None)
+            found = self.values.get((source, 0), _Value(None))
+        return found
+
+    def _data_value(self, node: Node) -> _Value:
+        if not node.inputs:
+            raise _fail(f"layer {node.name!r} ({node.op}) has no inputs; {SYMBOL_HINT}")
+        value = self.value(node, 0)
+        if value.shape is None:
+            raise _fail(f"layer {node.name!r} ({node.op}): the shape of its input "
+                        f"{self.nodes[node.inputs[0][0]].name!r} is unknown (it looks like a parameter, "
+                        "not data); check-model needs a model with a single data input")
+        return value
+
+    def _set(self, node: Node, value: _Value, *extra: _Value) -> None:
+        self.values[(node.index, 0)] = value
+        for i, other in enumerate(extra, start=1):
+            self.values[(node.index, i)] = other
+
+    def _visit(self, node: Node) -> None:
+        handler: Callable[[Node], None] | None = {
+            "Convolution": self._convolution, "Pooling": self._pooling, "FullyConnected": self._fully_connected,
+            "Flatten": self._flatten, "flatten": self._flatten, "Concat": self._concat, "concat": self._concat,
+            "Reshape": self._reshape, "reshape": self._reshape,
+        }.get(node.op)
+        if handler is not None:
+            handler(node)
+        elif node.op in SHAPE_PRESERVING:
+            value = self._data_value(node)
+            if node.op in ("Cast", "amp_cast"):
+                value = _Value(value.shape, _parse_str(node, "dtype", "float32") or "float32")
+            extra = []
+            if node.op == "BatchNorm" and value.shape is not None:
+                channels = value.shape[_parse_int(node, "axis", 1)]
+                extra = [_Value((channels,)), _Value((channels,))]
+            self._set(node, value, *extra, *([value] if node.op in ("Dropout", "LRN") else []))
+            self.others.append(OtherLayer(node.name, node.op, value.shape))
+        elif node.op in ELEMENTWISE or node.op in BROADCAST:
+            self._elementwise(node)
+        else:
+            self._unknown(node)
+
+    # NNPACK-capable layers ---------------------------------------------------------------------
+
+    def _convolution(self, node: Node) -> None:
+        value = self._data_value(node)
+        shape = value.shape
+        assert shape is not None
+        kernel = _parse_tuple(node, "kernel")
+        if not kernel:
+            raise _fail(f"layer {node.name!r} (Convolution) has no kernel attribute; {SYMBOL_HINT}")
+        dims = len(kernel)
+        if len(shape) != dims + 2:
+            raise _input_error(node, shape, f"a {dims + 2}-D input (batch, channels and {dims} spatial "
+                                            f"dimensions) for its kernel {_tuple_text(kernel)}")
+        stride = _parse_tuple(node, "stride") or (1,) * dims
+        pad = _parse_tuple(node, "pad") or (0,) * dims
+        dilate = _parse_tuple(node, "dilate") or (1,) * dims
+        groups = _parse_int(node, "num_group", 1)
+        filters = _parse_int(node, "num_filter", 0)
+        no_bias = _parse_bool(node, "no_bias", False)
+        layout = _parse_str(node, "layout", None)
+        if filters <= 0:
+            raise _fail(f"layer {node.name!r} (Convolution) needs num_filter > 0; {SYMBOL_HINT}")
+        for name, values in (("stride", stride), ("pad", pad), ("dilate", dilate)):
+            if len(values) != dims:
+                raise _fail(f"layer {node.name!r} (Convolution): {name} {_tuple_text(values)} does not match "
+                            f"kernel {_tuple_text(kernel)}")
+        c_axis = _channel_axis(layout)
+        spatial_axes = [a for a in range(1, len(shape)) if a != c_axis]
+        out_spatial = [_spatial_out(node, shape[a], k, s, p, d)
+                       for a, k, s, p, d in zip(spatial_axes, kernel, stride, pad, dilate)]
+        out = list(shape)
+        out[c_axis] = filters
+        for a, size in zip(spatial_axes, out_spatial):
+            out[a] = size
+        in_channels = shape[c_axis]
+        flops = 2 * shape[0] * filters * math.prod(out_spatial) * (in_channels // groups) * math.prod(kernel)
+
+        common: list[Reason] = []
+        if value.dtype != "float32":
+            common.append(Reason(ReasonCode.DTYPE, f"dtype {value.dtype}: NNPACK needs float32"))
+        if dims != 2:
+            common.append(Reason(ReasonCode.NOT_2D, f"{dims}-D kernel {_tuple_text(kernel)}: NNPACK needs a 2-D kernel"))
+        if layout not in (None, "NCHW"):
+            common.append(Reason(ReasonCode.LAYOUT, f"layout {layout}: NNPACK needs NCHW"))
+        if groups != 1:
+            common.append(Reason(ReasonCode.GROUPED, f"num_group {groups}: NNPACK needs num_group 1"))
+        if any(d != 1 for d in dilate):
+            common.append(Reason(ReasonCode.DILATED, f"dilate {_tuple_text(dilate)}: NNPACK needs dilate (1,1)"))
+        bias = [Reason(ReasonCode.NO_BIAS, "no_bias=True: MXNet 1.0 rules need a bias")] if no_bias else []
+        batch_rule: list[Reason] = []
+        if shape[0] != 1 and any(s != 1 for s in stride):
+            batch_rule.append(Reason(ReasonCode.STRIDE_WITH_BATCH, f"stride {_tuple_text(stride)} with batch "
+                                     f"{shape[0]}: NNPACK needs batch 1 or stride (1,1)"))
+        summary = f"kernel {_tuple_text(kernel)} stride {_tuple_text(stride)}"
+        if groups != 1:
+            summary += f" groups {groups}"
+        if any(d != 1 for d in dilate):
+            summary += f" dilate {_tuple_text(dilate)}"
+        summary += ", no bias" if no_bias else ""
+        decisions = {RuleSet.BUILD: Decision(tuple(common + batch_rule)),
+                     RuleSet.STRICT_1_0: Decision(tuple(common + bias + batch_rule))}
+        self._layer(node, shape, tuple(out), flops, summary, decisions, value.dtype)
+
+    def _pooling(self, node: Node) -> None:
+        value = self._data_value(node)
+        shape = value.shape
+        assert shape is not None
+        global_pool = _parse_bool(node, "global_pool", False)
+        kernel = _parse_tuple(node, "kernel")
+        pool_type = _parse_str(node, "pool_type", "max") or "max"
+        convention = _parse_str(node, "pooling_convention", "valid") or "valid"
+        layout = _parse_str(node, "layout", None)
+        if len(shape) < 3:
+            raise _input_error(node, shape, "an input with at least one spatial dimension")
+        c_axis = _channel_axis(layout)
+        spatial_axes = [a for a in range(1, len(shape)) if a != c_axis]
+        dims = len(spatial_axes)
+        if global_pool:
+            kernel = tuple(shape[a] for a in spatial_axes)
+            stride: Shape = (1,) * dims
+            out_spatial = [1] * dims
+        else:
+            if not kernel:
+                raise _fail(f"layer {node.name!r} (Pooling) has no kernel and is not global_pool; {SYMBOL_HINT}")
+            if len(kernel) != dims:
+                raise _input_error(node, shape, f"{len(kernel) + 2}-D input for its kernel {_tuple_text(kernel)}")
+            stride = _parse_tuple(node, "stride") or (1,) * dims
+            pad = _parse_tuple(node, "pad") or (0,) * dims
+            for name, values in (("stride", stride), ("pad", pad)):
+                if len(values) != dims:
+                    raise _fail(f"layer {node.name!r} (Pooling): {name} {_tuple_text(values)} does not match "
+                                f"kernel {_tuple_text(kernel)}")
+            if convention == "same":
+                out_spatial = [math.ceil(shape[a] / s) for a, s in zip(spatial_axes, stride)]
+            else:
+                out_spatial = [_spatial_out(node, shape[a], k, s, p, ceil=convention == "full")
+                               for a, k, s, p in zip(spatial_axes, kernel, stride, pad)]
+        out = list(shape)
+        for a, size in zip(spatial_axes, out_spatial):
+            out[a] = size
+        flops = shape[0] * shape[c_axis] * math.prod(out_spatial) * math.prod(kernel)
+
+        reasons: list[Reason] = []
+        if value.dtype != "float32":
+            reasons.append(Reason(ReasonCode.DTYPE, f"dtype {value.dtype}: NNPACK needs float32"))
+        if pool_type != "max":
+            reasons.append(Reason(ReasonCode.NOT_MAX_POOLING, f"pool_type {pool_type}: NNPACK needs max"))
+        if global_pool:
+            reasons.append(Reason(ReasonCode.GLOBAL_POOLING, "global_pool=True: NNPACK has no global pooling"))
+        else:
+            if convention != "full":
+                default = " (MXNet's default)" if "pooling_convention" not in node.attrs else ""
+                reasons.append(Reason(ReasonCode.POOLING_CONVENTION, f"pooling_convention {convention}{default}: "
+                                      "NNPACK needs 'full'"))
+            if layout not in (None, "NCHW"):
+                reasons.append(Reason(ReasonCode.LAYOUT, f"layout {layout}: NNPACK needs NCHW"))
+            if tuple(kernel) != (2, 2):
+                reasons.append(Reason(ReasonCode.POOL_KERNEL, f"kernel {_tuple_text(kernel)}: NNPACK needs (2, 2)"))
+            if tuple(stride) != (2, 2):
+                reasons.append(Reason(ReasonCode.POOL_STRIDE, f"stride {_tuple_text(stride)}: NNPACK needs (2, 2)"))
+            if len(shape) != 4 and dims == 2:
+                reasons.append(Reason(ReasonCode.NOT_2D, f"{len(shape)}-D input: NNPACK needs 4-D NCHW input"))
+        summary = (f"{pool_type}, global" if global_pool
+                   else f"{pool_type} {_tuple_text(kernel)} stride {_tuple_text(stride)}, {convention}")
+        decision = Decision(tuple(reasons))
+        self._layer(node, shape, tuple(out), flops, summary,
+                    {RuleSet.BUILD: decision, RuleSet.STRICT_1_0: decision}, value.dtype)
+
+    def _fully_connected(self, node: Node) -> None:
+        value = self._data_value(node)
+        shape = value.shape
+        assert shape is not None
+        hidden = _parse_int(node, "num_hidden", 0)
+        if hidden <= 0:
+            raise _fail(f"layer {node.name!r} (FullyConnected) needs num_hidden > 0; {SYMBOL_HINT}")
+        flatten = _parse_bool(node, "flatten", True)
+        if len(shape) < 1:
+            raise _input_error(node, shape, "a batch of vectors")
+        if flatten:
+            rows, features = shape[0], math.prod(shape[1:])
+            out: Shape = (shape[0], hidden)
+        else:
+            rows, features = math.prod(shape[:-1]), shape[-1]
+            out = (*shape[:-1], hidden)
+        flops = 2 * rows * features * hidden
+        reasons: list[Reason] = []
+        if value.dtype != "float32":
+            reasons.append(Reason(ReasonCode.DTYPE, f"dtype {value.dtype}: NNPACK needs float32"))
+        if len(shape) < 2 or (not flatten and len(shape) != 2):
+            reasons.append(Reason(ReasonCode.NOT_VECTORS, f"flatten={flatten} with {len(shape)}-D input "
+                                  f"{_tuple_text(shape)}: NNPACK needs a 2-D (batch, features) input"))
+        summary = f"{features} -> {hidden}" + ("" if flatten else ", flatten=False")
+        decision = Decision(tuple(reasons))
+        self._layer(node, shape, out, flops, summary, {RuleSet.BUILD: decision, RuleSet.STRICT_1_0: decision},
+                    value.dtype)
+
+    def _layer(self, node: Node, shape: Shape, out: Shape, flops: int, summary: str,
+               decisions: dict[RuleSet, Decision], dtype: str) -> None:
+        self._set(node, _Value(out, dtype))
+        self.layers.append(LayerReport(node.name, node.op, shape, out, flops, summary, decisions))
+
+    # Other operators ---------------------------------------------------------------------------
+
+    def _flatten(self, node: Node) -> None:
+        value = self._data_value(node)
+        assert value.shape is not None
+        self._other(node, _Value((value.shape[0], math.prod(value.shape[1:])), value.dtype))
+
+    def _concat(self, node: Node) -> None:
+        values = [self.value(node, slot) for slot in range(len(node.inputs))]
+        shapes = [v.shape for v in values]
+        if not shapes or any(s is None for s in shapes):
+            raise _fail(f"layer {node.name!r} (Concat): an input's shape is unknown; {SYMBOL_HINT}")
+        dim = _parse_int(node, "dim", 1)
+        first = shapes[0]
+        assert first is not None
+        axis = dim % len(first)
+        for s in shapes:
+            assert s is not None
+            if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis):
+                raise _fail(f"layer {node.name!r} (Concat) joins shapes {', '.join(map(str, shapes))}, which "
+                            f"differ outside dimension {dim}; check --shape")
+        out = list(first)
+        out[axis] = sum(s[axis] for s in shapes if s is not None)
+        self._other(node, _Value(tuple(out), values[0].dtype))
+
+    def _elementwise(self, node: Node) -> None:
+        values = [self.value(node, slot) for slot in range(len(node.inputs))]
+        shapes = [v.shape for v in values if v.shape is not None]
+        if not shapes:
+            raise _fail(f"layer {node.name!r} ({node.op}): no input has a known shape; {SYMBOL_HINT}")
+        if node.op in BROADCAST:
+            ndim = max(len(s) for s in shapes)
+            padded = [(1,) * (ndim - len(s)) + s for s in shapes]
+            out = []
+            for sizes in zip(*padded):
+                big = {x for x in sizes if x != 1}
+                if len(big) > 1:
+                    raise _fail(f"layer {node.name!r} ({node.op}) cannot broadcast shapes "
+                                f"{', '.join(map(str, shapes))}; check --shape")
+                out.append(big.pop() if big else 1)
+            result: Shape = tuple(out)
+        else:
+            if any(s != shapes[0] for s in shapes):
+                raise _fail(f"layer {node.name!r} ({node.op}) adds shapes {', '.join(map(str, shapes))}, "
+                            "which differ; check --shape")
+            result = shapes[0]
+        self._other(node, _Value(result, values[0].dtype))
+
+    def _reshape(self, node: Node) -> None:
+        value = self._data_value(node)
+        shape = value.shape
+        assert shape is not None
+        target = _parse_tuple(node, "shape") or _parse_tuple(node, "target_shape")
+        if not target or _parse_bool(node, "reverse", False):
+            raise _fail(f"layer {node.name!r} (Reshape): only a 'shape' attribute without reverse=True "
+                        "is supported; export the model without this Reshape or replace it by Flatten")
+        out: list[int] = []
+        i = 0  # position in the input shape
+        j = 0  # position in the target
+        infer_at = None
+        while j < len(target):
+            code = target[j]
+            if code > 0:
+                out.append(code)
+                i += 1
+            elif code == 0:
+                out.append(shape[i])
+                i += 1
+            elif code == -1:
+                infer_at = len(out)
+                out.append(1)
+                i += 1
+            elif code == -2:
+                out.extend(shape[i:])
+                i = len(shape)
+            elif code == -3:
+                out.append(shape[i] * shape[i + 1])
+                i += 2
+            elif code == -4:
+                a, b = target[j + 1], target[j + 2]
+                if a == -1:
+                    a = shape[i] // b
+                if b == -1:
+                    b = shape[i] // a
+                out.extend([a, b])
+                i += 1
+                j += 2
+            j += 1
+        if infer_at is not None:
+            known = math.prod(out) // out[infer_at] if out[infer_at] else 0
+            out[infer_at] = math.prod(shape) // known if known else 0
+        if math.prod(out) != math.prod(shape):
+            raise _fail(f"layer {node.name!r} (Reshape): cannot reshape {shape} to {node.attrs.get('shape')}; "
+                        "check --shape")
+        self._other(node, _Value(tuple(out), value.dtype))
+
+    def _unknown(self, node: Node) -> None:
+        data_slots = [slot for slot, (source, _) in enumerate(node.inputs) if source not in self.params]
+        if len(data_slots) != 1:
+            raise _fail(f"layer {node.name!r}: check-model does not know operator {node.op!r} "
+                        f"({len(data_slots)} data inputs), so it cannot infer the shapes after it; "
+                        "supported: Convolution, Pooling, FullyConnected, Flatten, Concat, Reshape, "
+                        "element-wise and broadcast arithmetic, and one-input layers such as Activation, "
+                        "BatchNorm, Dropout, LRN and softmax")
+        value = self.value(node, data_slots[0])
+        if value.shape is None:
+            raise _fail(f"layer {node.name!r}: unknown operator {node.op!r} on an input of unknown shape")
+        self.notes.append(f"unknown operator {node.op} ({node.name}): assumed to keep its input shape "
+                          f"{_tuple_text(value.shape)}; shapes after it may be wrong")
+        self._other(node, value)
+
+    def _other(self, node: Node, value: _Value) -> None:
+        self._set(node, value)
+        self.others.append(OtherLayer(node.name, node.op, value.shape))
+
+
+# Public API ------------------------------------------------------------------------------------
+
+
+def parse_shape(text: str) -> Shape:
+    """``"3,224,224"`` (or ``"(3, 224, 224)"``) -> ``(3, 224, 224)``: the data shape without the batch."""
+    body = text.strip().strip("()[]")
+    try:
+        shape = tuple(int(part) for part in body.split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(size <= 0 for size in shape):
+        raise _fail(f"--shape {text!r} is not a shape; give the data shape without the batch as positive "
+                    "integers, e.g. --shape 3,224,224")
+    return shape
+
+
+def check_model(symbol: dict[str, Any] | Path | str, batch: int = 1,
+                data_shape: Sequence[int] = DEFAULT_DATA_SHAPE) -> ModelReport:
+    """Infer the shapes of `symbol` for input ``(batch, *data_shape)`` and judge each layer for NNPACK.
+
+    `symbol` is the symbol dict, a path to a ``*-symbol.json`` file, or ``"zoo:NAME"``. Raises
+    ConfigurationError (never another exception) for anything that is not a usable MXNet symbol.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise _fail(f"batch {batch!r} must be a positive integer, e.g. --batch 1")
+    shape = tuple(data_shape)
+    if not shape or any(not isinstance(s, int) or s <= 0 for s in shape):
+        raise _fail(f"data shape {shape!r} must be positive integers without the batch, e.g. --shape 3,224,224")
+    loaded, label = load_symbol(symbol)
+    nodes = parse_nodes(loaded, label)
+    analyzer = _Analyzer(nodes, batch, shape, label)
+    try:
+        analyzer.run()
+    except (IndexError, ZeroDivisionError, ValueError, TypeError) as error:  # inconsistent attributes
+        raise _fail(f"{label}: cannot infer shapes ({type(error).__name__}: {error}); {SYMBOL_HINT}") from None
+    heads = loaded.get("heads") or [[nodes[-1].index, 0, 0]]
+    outputs = [analyzer.values.get((h[0], h[1] if len(h) > 1 else 0), _Value(None)).shape for h in heads]
+    return ModelReport(model=label, batch=batch, data_input=analyzer.data_input().name,
+                       data_shape=(batch, *shape), output_shapes=outputs, layers=analyzer.layers,
+                       other_layers=analyzer.others, notes=analyzer.notes, mxnet_version=mxnet_version(loaded))
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage that never rounds to 100% or 0% unless it is exactly that."""
+    text = f"{share:.1%}"
+    if text == "100.0%" and share < 1:
+        return ">99.9%"
+    if text == "0.0%" and share > 0:
+        return "<0.1%"
+    return text
+
+
+def _gflops(flops: int) -> str:
+    return f"{flops / 1e9:.3f}"
+
+
+def render_table(report: ModelReport) -> Table:
+    """One row per Convolution, Pooling and FullyConnected layer, both rule sets side by side."""
+    table = Table(title=f"NNPACK coverage of {escape(report.model)}, input {report.data_input} "
+                        f"{_tuple_text(report.data_shape)}", title_justify="left")
+    table.add_column("layer")
+    table.add_column("op")
+    table.add_column("", overflow="fold")
+    table.add_column("output", no_wrap=True)
+    table.add_column("GFLOP", justify="right")
+    for rules in RuleSet:
+        table.add_column(rules.label, overflow="fold")
+    for layer in report.layers:
+        cells = []
+        for rules in RuleSet:
+            decision = layer.decision(rules)
+            cells.append("[green]NNPACK[/green]" if decision.on_nnpack else f"[red]no:[/red] {escape(decision.reason)}")
+        table.add_row(escape(layer.name), layer.op, escape(layer.summary), _tuple_text(layer.output_shape),
+                      _gflops(layer.flops), *cells)
+    return table
+
+
+def summary_lines(report: ModelReport) -> list[str]:
+    """Totals per rule set, plus notes about the model (plain text)."""
+    lines = []
+    for rules in RuleSet:
+        totals = report.totals(rules)
+        counts = ", ".join(f"{op} {on}/{total}" for op, (on, total) in totals.layers.items())
+        lines.append(f"{rules.label}: NNPACK runs {_percent(totals.share)} of the Convolution/FullyConnected/Pooling "
+                     f"FLOPs ({_gflops(totals.nnpack_flops)} of {_gflops(totals.flops)} GFLOP); "
+                     f"layers on NNPACK: {counts or 'none'}")
+    others = {}
+    for layer in report.other_layers:
+        others[layer.op] = others.get(layer.op, 0) + 1
+    if others:
+        lines.append("never on NNPACK (counted as 0 FLOPs): "
+                     + ", ".join(f"{op} {count}" for op, count in sorted(others.items())))
+    lines.append(f"output shape: {', '.join(str(s) for s in report.output_shapes)}")
+    lines.extend(f"note: {note}" for note in report.notes)
+    return lines
+
+
+def _decision_json(decision: Decision) -> dict[str, Any]:
+    return {"on_nnpack": decision.on_nnpack, "reason": decision.reason or None,
+            "reasons": [{"code": r.code.value, "message": r.message} for r in decision.reasons]}
+
+
+def report_to_json(report: ModelReport) -> dict[str, Any]:
+    """The report as plain JSON data: per layer name, op, shapes, FLOPs and both decisions; totals."""
+    return {
+        "model": report.model,
+        "mxnet_version": report.mxnet_version,
+        "data_input": report.data_input,
+        "data_shape": list(report.data_shape),
+        "batch": report.batch,
+        "output_shapes": [list(s) if s is not None else None for s in report.output_shapes],
+        "flop_convention": "conv 2*N*Cout*Hout*Wout*Cin/groups*kh*kw; FC 2*N*in*out; pooling "
+                           "N*C*Hout*Wout*kh*kw; other layers 0. Shares are of conv+FC+pooling FLOPs.",
+        "layers": [
+            {"name": layer.name, "op": layer.op, "summary": layer.summary,
+             "input_shape": list(layer.input_shape), "output_shape": list(layer.output_shape),
+             "flops": layer.flops, **{rules.value: _decision_json(layer.decision(rules)) for rules in RuleSet}}
+            for layer in report.layers
+        ],
+        "other_layers": [{"name": o.name, "op": o.op, "output_shape": list(o.output_shape) if o.output_shape else None}
+                         for o in report.other_layers],
+        "totals": {
+            rules.value: {"label": rules.label, "flops": t.flops, "nnpack_flops": t.nnpack_flops,
+                          "nnpack_share": round(t.share, 6),
+                          "layers": {op: {"on_nnpack": on, "total": total} for op, (on, total) in t.layers.items()}}
+            for rules in RuleSet for t in [report.totals(rules)]
+        },
+        "notes": list(report.notes),
+    }
+
+
+def main(model: str, *, batch: int = 1, shape: str = ",".join(map(str, DEFAULT_DATA_SHAPE)), as_json: bool = False,
+         console: Console | None = None, stdout: TextIO | None = None) -> ModelReport:
+    """``invoke check-model``: print the table and totals to `console` (or JSON to `stdout`)."""
+    report = check_model(model, batch=int(batch), data_shape=parse_shape(str(shape)))
+    if as_json:
+        out = stdout if stdout is not None else sys.stdout
+        out.write(json.dumps(report_to_json(report), indent=2) + "\n")
+        return report
+    console = console or Console()
+    console.print(render_table(report))
+    for line in summary_lines(report):
+        console.print(escape(line))
+    return report
