@@ -216,3 +216,38 @@ def check_model(c, model, batch=1, shape="3,224,224", json=False, write=None):
             raise ConfigurationError("--write saves zoo models only; give zoo:NAME")
         console.print(f"wrote {write_model(model[4:], write)}")
     check_model_main(model, batch=int(batch), shape=shape, as_json=json, console=console)
+
+
+@task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"],
+            "networks": "comma list of zoo networks (default alexnet,vgg16,inception-bn; also resnet18)",
+            "batches": "comma list of batch sizes (default 1,2,4,8,16,32)",
+            "iterations": "timed forward passes per network, batch and column (median is reported; default 3)",
+            "threads": "MXNET_CPU_NNPACK_NTHREADS and OMP_NUM_THREADS for the main table (default: number of cores)",
+            "sweep": "thread counts for the thread sweep at batch 1 (default 1,2,4; empty to skip)",
+            "no_pypi": "leave out the PyPI mxnet 1.9.1 (oneDNN) column on x86-64",
+            "no_layers": "leave out the per-layer convolution times"})
+@reports_errors
+def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16,32", iterations=3, threads=None,
+          sweep="1,2,4", no_pypi=False, no_layers=False, home=None):
+    """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count."""
+    from nnpack_toolchain import bench as benchmark
+
+    options = benchmark.BenchOptions(
+        networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
+        batches=benchmark.parse_int_list(batches, "--batches"), iterations=int(iterations),
+        thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
+        **({"threads": int(threads)} if threads else {}))
+    settings = make_settings(home=home)
+    for target in parse_targets(arch):
+        results = benchmark.run_bench(target, settings, options)
+        if results["emulated"]:
+            console.print(benchmark.check_table(results))
+            console.out(f"bench [{target.name}]: timings under QEMU are not meaningful for a real board and are "
+                        "not reported; run invoke bench on the board itself")
+            continue
+        console.print(benchmark.network_table(results))
+        if results["layers"]:
+            console.print(benchmark.layer_table(results))
+        if results["thread_sweep"]:
+            console.print(benchmark.sweep_table(results))
+        console.out(f"bench [{target.name}]: {results['json']}  {results.get('plot', '')}")

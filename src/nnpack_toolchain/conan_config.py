@@ -167,15 +167,20 @@ def package_args(target: Target, settings: Settings, *, backend: str | None = No
         args += ["-o", f"nnpack/*:backend={backend}"]
     if settings.offline:  # configured remotes (the binary cache, see publish.py) are never asked
         args.append("--no-remote")
-    for name, directory in settings.local_sources.items():
+    for name, directory in conan_local_sources(settings).items():
         args += ["-c", f"{name}/*:user.nntc:source_dir={directory}"]
     return args
+
+
+def conan_local_sources(settings: Settings) -> dict[str, Path]:
+    """The --source NAME=DIR entries that are Conan packages (not MXNet, which its own stage builds)."""
+    return {n: d for n, d in settings.local_sources.items() if (RECIPES_DIR / n / "conanfile.py").is_file()}
 
 
 def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, backend: str | None = None) -> None:
     """`conan create` of a recipe for a target: builds what is missing, then runs its test_package
     (unless tests are off)."""
-    rebuild_local = [f"--build={name}/*" for name in settings.local_sources]
+    rebuild_local = [f"--build={name}/*" for name in conan_local_sources(settings)]
     no_test_package = ["--test-folder="] if settings.tests == "none" else []  # --tests none: no tests at all
     run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
          "--build=missing", *rebuild_local, *no_test_package], env=conan_env(settings), log_path=log_path,

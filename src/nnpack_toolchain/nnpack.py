@@ -128,7 +128,7 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
 
     conan_config.prepare_home(settings, target)
     digest = inputs_digest(target, settings, backend, pins)
-    if not settings.local_sources and result_path.is_file():
+    if not conan_config.conan_local_sources(settings) and result_path.is_file():
         previous = NnpackResult.load(result_path)
         if previous.inputs_digest == digest and Path(previous.library).is_file():
             previous.up_to_date = True

@@ -188,11 +188,11 @@ def run_build(targets: list[Target], settings: Settings, *, keep_going: bool = F
 
 def summary_table(report: BuildReport) -> Table:
     table = Table(title="build summary", title_justify="left")
-    for column in ("target", "steps", "artifacts (size, sha256)", "tests"):
+    for column in ("target", "steps", "artifacts (size, sha256; paths in the JSON report)", "tests"):
         table.add_column(column, overflow="fold")
     for t in report.targets:
         steps = "\n".join(f"{s.step}: {s.status.replace('_', ' ')} {s.seconds:.1f} s" for s in t.steps)
-        artifacts = "\n".join(f"{a.path} ({a.size} B, {a.sha256[:12]})" for a in t.artifacts)
+        artifacts = "\n".join(f"{Path(a.path).name} ({a.size} B, {a.sha256[:12]})" for a in t.artifacts)
         tests = f"{t.tests.passed} passed, {t.tests.failed} failed"
         mark = "[green]ok[/green]" if t.is_ok else "[red]FAILED[/red]"
         table.add_row(f"{t.target} {mark}", escape(steps), escape(artifacts), tests)

@@ -1,0 +1,259 @@
+"""`invoke bench`: what NNPACK buys per target, measured on the project's own wheel.
+
+The wheel's libmxnet.so runs every network twice per timed round, with MXNET_NNPACK_POLICY=never
+(MXNet's own code: im2col + OpenBLAS) and with NNPACK allowed, alternating pass by pass in one
+process (target_scripts/bench_models.py), so nothing but the switch differs. On x86-64 the PyPI
+mxnet 1.9.1 wheel (oneDNN) is a third column, in its own venv. Then per-layer convolution times
+and a thread sweep (MXNET_CPU_NNPACK_NTHREADS = OMP_NUM_THREADS = 1, 2, 4, ...).
+
+Under QEMU (ARM targets) timings say nothing about a real board: only correctness runs there
+(NNPACK vs MXNet's own output for each network), and no speedup is printed.
+
+Results: a table, `<home>/out/<target>/bench/bench.json` and `bench.png` (matplotlib).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import log
+from .errors import ConfigurationError, VerificationError
+from .model_zoo import MODELS, write_model
+from .runner import run
+from .settings import Settings
+from .smoke import SCRIPTS, current_wheel
+from .target_env import PythonEnv, python_env
+from .targets import Target
+
+DEFAULT_NETWORKS = ("alexnet", "vgg16", "inception-bn")
+DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
+PYPI_MXNET = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3")
+"""The third column on x86-64: upstream's own 1.9.1 wheel (oneDNN), from PyPI; it needs numpy < 1.24 (np.bool)."""
+POLICY_LABELS = {"never": "MXNet (OpenBLAS)", "always": "NNPACK", "pypi": "PyPI mxnet (oneDNN)"}
+
+
+@dataclass
+class BenchOptions:
+    networks: tuple[str, ...] = DEFAULT_NETWORKS
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    iterations: int = 3
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    thread_sweep: tuple[int, ...] = (1, 2, 4)
+    pypi: bool = True
+    layers: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.networks if n not in MODELS]
+        if unknown:
+            raise ConfigurationError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigurationError(f"batch sizes must be positive integers, not {self.batches}")
+        if self.iterations < 1:
+            raise ConfigurationError("--iterations must be at least 1")
+
+
+def parse_int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigurationError(f"{what}: expected comma-separated integers, got {text!r}") from None
+
+
+def parse_records(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_script(env: PythonEnv, site: Path, args: list[str], extra_env: dict[str, str], log_path: Path,
+               what: str) -> list[dict[str, Any]]:
+    proc = env.run([SCRIPTS / "bench_models.py", *args], extra_env={"PYTHONPATH": str(site), **extra_env},
+                   timeout=7200)
+    with open(log_path, "a") as stream:
+        stream.write(f"\n# {what}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerificationError(f"benchmark run '{what}' failed: {last}", log_path=log_path)
+    return parse_records(proc.stdout)
+
+
+def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
+    """A venv with upstream's mxnet 1.9.1 wheel from PyPI (x86-64 only), made once."""
+    from .targets import TARGETS
+
+    root = settings.home / "envs" / "x86_64-pypi-mxnet"
+    stamp = " ".join(PYPI_MXNET) + "\n"
+    if not ((root / ".complete").is_file() and (root / ".complete").read_text() == stamp):
+        if settings.offline:
+            raise ConfigurationError("the PyPI mxnet column needs PyPI once; run online or pass --no-pypi")
+        shutil.rmtree(root, ignore_errors=True)
+        run([sys.executable, "-m", "venv", root], log_path=log_path, what="venv for PyPI mxnet")
+        run([root / "bin" / "python", "-m", "pip", "install", "-q", *PYPI_MXNET], log_path=log_path,
+            what=f"pip install {' '.join(PYPI_MXNET)}")
+        (root / ".complete").write_text(stamp)
+    return PythonEnv(TARGETS["x86_64"], root, root / "bin" / "python")
+
+
+def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict[str, Any]:
+    wheel = Path(current_wheel(target, settings).wheel)
+    bench_dir = settings.output_dir(target.name) / "bench"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    emulated = target.qemu_binary is not None
+    results: dict[str, Any] = {
+        "target": target.name, "wheel": wheel.name, "host_cpu": cpu_name(), "cores": os.cpu_count(),
+        "emulated": emulated, "threads": options.threads, "iterations": options.iterations,
+        "networks": [], "layers": [], "thread_sweep": [], "checks": [],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
+                  + (" (correctness only: QEMU)" if emulated else ""), settings.logs_dir) as step:
+        env = python_env(target, settings)
+        site = settings.home / "bench" / target.name / "site"
+        env.install_wheel(wheel, site, step.log_path)
+        models = Path(tempfile.mkdtemp(prefix="nntc-models-"))
+        try:
+            for name in options.networks:
+                write_model(name, models / f"{name}-symbol.json")
+            common = ["--models", str(models), "--networks", ",".join(options.networks),
+                      "--iterations", str(options.iterations)]
+            threads = {"MXNET_CPU_NNPACK_NTHREADS": str(options.threads), "OMP_NUM_THREADS": str(options.threads)}
+            if emulated:
+                results["checks"] = run_script(env, site, [*common, "--batches", "1", "--check"], threads,
+                                               step.log_path, "correctness")
+            else:
+                batches = ",".join(map(str, options.batches))
+                results["networks"] = run_script(env, site, [*common, "--batches", batches], threads,
+                                                 step.log_path, "networks: MXNet vs NNPACK")
+                if options.pypi and target.name == "x86_64":
+                    upstream = pypi_env(settings, step.log_path)
+                    pypi_site = settings.home / "bench" / "pypi-empty-site"
+                    pypi_site.mkdir(parents=True, exist_ok=True)
+                    for record in run_script(upstream, pypi_site, [*common, "--batches", batches, "--policies", "pypi"],
+                                             {"OMP_NUM_THREADS": str(options.threads)}, step.log_path, "PyPI mxnet"):
+                        merge_pypi(results["networks"], record)
+                if options.layers:
+                    results["layers"] = run_script(env, site, [*common, "--batches", "1", "--layers"], threads,
+                                                   step.log_path, "per-layer convolution")
+                for count in options.thread_sweep:
+                    env_threads = {"MXNET_CPU_NNPACK_NTHREADS": str(count), "OMP_NUM_THREADS": str(count)}
+                    results["thread_sweep"] += run_script(env, site, [*common, "--batches", "1"], env_threads,
+                                                          step.log_path, f"threads {count}")
+        finally:
+            shutil.rmtree(models, ignore_errors=True)
+        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        json_path = bench_dir / "bench.json"
+        tmp = json_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(json_path)
+        results["json"] = str(json_path)
+        if results["networks"]:
+            results["plot"] = str(plot(results, bench_dir / "bench.png"))
+        step.note = str(json_path)
+    return results
+
+
+def merge_pypi(records: list[dict[str, Any]], pypi: dict[str, Any]) -> None:
+    for record in records:
+        if record["network"] == pypi["network"] and record["batch"] == pypi["batch"]:
+            record["seconds"]["pypi"] = pypi["seconds"]["pypi"]
+            record["images_per_second"]["pypi"] = pypi["images_per_second"]["pypi"]
+
+
+def network_table(results: dict[str, Any]) -> Table:
+    policies = [p for p in ("never", "always", "pypi") if any(p in r["images_per_second"] for r in results["networks"])]
+    table = Table(title=escape(f"images/sec [{results['target']}] on {results['host_cpu']}, "
+                               f"{results['threads']} threads"), title_justify="left")
+    table.add_column("network")
+    table.add_column("batch", justify="right")
+    for policy in policies:
+        table.add_column(POLICY_LABELS[policy], justify="right")
+    table.add_column("NNPACK / MXNet", justify="right")
+    for r in results["networks"]:
+        ips = r["images_per_second"]
+        ratio = ips["always"] / ips["never"]
+        colour = "green" if ratio >= 1.05 else "red" if ratio < 0.95 else "white"
+        table.add_row(r["network"], str(r["batch"]), *(f"{ips[p]:.2f}" if p in ips else "-" for p in policies),
+                      f"[{colour}]{ratio:.2f}x[/{colour}]")
+    return table
+
+
+def layer_table(results: dict[str, Any]) -> Table:
+    table = Table(title="convolution layers at batch 1 (ms)", title_justify="left")
+    for column in ("layer", "input", "kernel/stride", "MXNet", "NNPACK", "ratio"):
+        table.add_column(column, justify="right" if column in ("MXNet", "NNPACK", "ratio") else "left")
+    for r in results["layers"]:
+        never, nnpack = r["seconds"]["never"] * 1e3, r["seconds"]["always"] * 1e3
+        table.add_row(r["layer"], "x".join(map(str, r["input"][1:])), f"{r['kernel']} / {r['stride']}",
+                      f"{never:.2f}", f"{nnpack:.2f}", f"{never / nnpack:.2f}x")
+    return table
+
+
+def sweep_table(results: dict[str, Any]) -> Table:
+    table = Table(title="thread sweep at batch 1 (images/sec)", title_justify="left")
+    for column in ("network", "threads", "MXNet", "NNPACK", "ratio"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for r in results["thread_sweep"]:
+        ips = r["images_per_second"]
+        table.add_row(r["network"], r["threads"], f"{ips['never']:.2f}", f"{ips['always']:.2f}",
+                      f"{ips['always'] / ips['never']:.2f}x")
+    return table
+
+
+def check_table(results: dict[str, Any]) -> Table:
+    table = Table(title=escape(f"correctness under QEMU [{results['target']}]: NNPACK vs MXNet's own output"),
+                  title_justify="left")
+    for column in ("network", "batch", "max rel. difference", "NNPACK calls (conv, pool, fc)"):
+        table.add_column(column)
+    for r in results["checks"]:
+        calls = r.get("nnpack_calls") or {}
+        table.add_row(r["network"], str(r["batch"]), f"{r['rel_err'].get('always', 0):.1e}",
+                      f"{calls.get('convolution')}, {calls.get('pooling')}, {calls.get('fully_connected')}")
+    return table
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(dict.fromkeys(r["network"] for r in results["networks"]))
+    figure, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 4), squeeze=False)
+    for axis, network in zip(axes[0], networks):
+        rows = [r for r in results["networks"] if r["network"] == network]
+        for policy in ("never", "always", "pypi"):
+            points = [(r["batch"], r["images_per_second"][policy]) for r in rows if policy in r["images_per_second"]]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=POLICY_LABELS[policy])
+        axis.set_xscale("log", base=2)
+        axis.set_title(network)
+        axis.set_xlabel("batch size")
+        axis.set_ylabel("images/sec")
+        axis.legend()
+    figure.suptitle(f"MXNet 1.9.1 inference, {results['target']}, {results['host_cpu']}, {results['threads']} threads")
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
