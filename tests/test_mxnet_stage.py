@@ -1,5 +1,6 @@
 """The MXNet stage without MXNet's source: patches, tree preparation, failures."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,17 @@ def test_prepared_tree_is_reused_until_inputs_change(tmp_path):
     (prepared / "build-object.o").write_text("kept")  # what make produced
     again, _ = prepare_tree(pin_with([patch]), settings, TARGETS["arm64"], tmp_path / "log")
     assert (again / "build-object.o").is_file(), "an unchanged tree is reused, so make resumes"
+    (again / "README").write_text("same\n")
+    os.utime(again / "README", ns=(1_000_000_000, 1_000_000_000))
+    (tree / "README").write_text("same\n")
     patch.write_text(patch.read_text().replace("int b = 20;", "int b = 21;"))
     third, _ = prepare_tree(pin_with([patch]), settings, TARGETS["arm64"], tmp_path / "log")
-    assert "int b = 21;" in (third / "src" / "op.cc").read_text() and not (third / "build-object.o").exists()
+    assert "int b = 21;" in (third / "src" / "op.cc").read_text()
+    # a changed patch: the build products carry over and unchanged files keep their timestamps,
+    # so make recompiles only what the change affects
+    assert (third / "build-object.o").read_text() == "kept"
+    assert (third / "README").stat().st_mtime_ns == 1_000_000_000
+    assert (third / "src" / "op.cc").stat().st_mtime_ns > 1_000_000_000
 
 
 def test_out_of_memory_compiler_gets_advice(tmp_path):
@@ -89,7 +98,7 @@ def test_mxnet_without_nnpack_build_says_what_to_run(tmp_path):
 def test_patch_series_is_complete_and_ordered():
     pin = mxnet_pin()
     names = [p.file.name for p in pin.patches]
-    assert names == sorted(names) and len(names) == 6
+    assert names == sorted(names) and len(names) == 7
     for patch in pin.patches:
         text = patch.file.read_text()
         first_paragraph = text.split("\n\n", 1)[0]

@@ -41,7 +41,10 @@ DEFAULT_NETWORKS = ("alexnet", "vgg16", "inception-bn")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 PYPI_MXNET = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3")
 """The third column on x86-64: upstream's own 1.9.1 wheel (oneDNN), from PyPI; it needs numpy < 1.24 (np.bool)."""
-POLICY_LABELS = {"never": "MXNet (OpenBLAS)", "always": "NNPACK", "pypi": "PyPI mxnet (oneDNN)"}
+POLICY_LABELS = {"never": "MXNet (OpenBLAS)", "always": "NNPACK always", "auto": "NNPACK auto",
+                 "pypi": "PyPI mxnet (oneDNN)"}
+POLICIES = ("never", "always", "auto")
+"""MXNET_NNPACK_POLICY values compared in one process: off, on for every eligible layer, per-layer fastest."""
 
 
 @dataclass
@@ -180,42 +183,47 @@ def merge_pypi(records: list[dict[str, Any]], pypi: dict[str, Any]) -> None:
 
 
 def network_table(results: dict[str, Any]) -> Table:
-    policies = [p for p in ("never", "always", "pypi") if any(p in r["images_per_second"] for r in results["networks"])]
+    policies = [p for p in (*POLICIES, "pypi") if any(p in r["images_per_second"] for r in results["networks"])]
     table = Table(title=escape(f"images/sec [{results['target']}] on {results['host_cpu']}, "
                                f"{results['threads']} threads"), title_justify="left")
     table.add_column("network")
     table.add_column("batch", justify="right")
     for policy in policies:
         table.add_column(POLICY_LABELS[policy], justify="right")
-    table.add_column("NNPACK / MXNet", justify="right")
+    table.add_column("always / MXNet", justify="right")
+    table.add_column("auto / MXNet", justify="right")
     for r in results["networks"]:
         ips = r["images_per_second"]
-        ratio = ips["always"] / ips["never"]
-        colour = "green" if ratio >= 1.05 else "red" if ratio < 0.95 else "white"
         table.add_row(r["network"], str(r["batch"]), *(f"{ips[p]:.2f}" if p in ips else "-" for p in policies),
-                      f"[{colour}]{ratio:.2f}x[/{colour}]")
+                      *(coloured_ratio(ips[p] / ips["never"]) if p in ips else "-" for p in ("always", "auto")))
     return table
+
+
+def coloured_ratio(ratio: float) -> str:
+    colour = "green" if ratio >= 1.05 else "red" if ratio < 0.95 else "white"
+    return f"[{colour}]{ratio:.2f}x[/{colour}]"
 
 
 def layer_table(results: dict[str, Any]) -> Table:
     table = Table(title="convolution layers at batch 1 (ms)", title_justify="left")
-    for column in ("layer", "input", "kernel/stride", "MXNet", "NNPACK", "ratio"):
-        table.add_column(column, justify="right" if column in ("MXNet", "NNPACK", "ratio") else "left")
+    for column in ("layer", "input", "kernel/stride", "MXNet", "NNPACK always", "NNPACK auto"):
+        table.add_column(column, justify="left" if column in ("layer", "input", "kernel/stride") else "right")
     for r in results["layers"]:
-        never, nnpack = r["seconds"]["never"] * 1e3, r["seconds"]["always"] * 1e3
+        ms = {p: r["seconds"][p] * 1e3 for p in POLICIES if p in r["seconds"]}
         table.add_row(r["layer"], "x".join(map(str, r["input"][1:])), f"{r['kernel']} / {r['stride']}",
-                      f"{never:.2f}", f"{nnpack:.2f}", f"{never / nnpack:.2f}x")
+                      f"{ms['never']:.2f}", *(f"{ms[p]:.2f} ({ms['never'] / ms[p]:.2f}x)" if p in ms else "-"
+                                              for p in ("always", "auto")))
     return table
 
 
 def sweep_table(results: dict[str, Any]) -> Table:
     table = Table(title="thread sweep at batch 1 (images/sec)", title_justify="left")
-    for column in ("network", "threads", "MXNet", "NNPACK", "ratio"):
+    for column in ("network", "threads", "MXNet", "NNPACK always", "NNPACK auto"):
         table.add_column(column, justify="left" if column == "network" else "right")
     for r in results["thread_sweep"]:
         ips = r["images_per_second"]
-        table.add_row(r["network"], r["threads"], f"{ips['never']:.2f}", f"{ips['always']:.2f}",
-                      f"{ips['always'] / ips['never']:.2f}x")
+        table.add_row(r["network"], r["threads"], f"{ips['never']:.2f}",
+                      *(f"{ips[p]:.2f} ({ips[p] / ips['never']:.2f}x)" if p in ips else "-" for p in ("always", "auto")))
     return table
 
 
@@ -226,7 +234,7 @@ def check_table(results: dict[str, Any]) -> Table:
         table.add_column(column)
     for r in results["checks"]:
         calls = r.get("nnpack_calls") or {}
-        table.add_row(r["network"], str(r["batch"]), f"{r['rel_err'].get('always', 0):.1e}",
+        table.add_row(r["network"], str(r["batch"]), f"{max(r['rel_err'].values()):.1e}",
                       f"{calls.get('convolution')}, {calls.get('pooling')}, {calls.get('fully_connected')}")
     return table
 
@@ -241,7 +249,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     figure, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 4), squeeze=False)
     for axis, network in zip(axes[0], networks):
         rows = [r for r in results["networks"] if r["network"] == network]
-        for policy in ("never", "always", "pypi"):
+        for policy in (*POLICIES, "pypi"):
             points = [(r["batch"], r["images_per_second"][policy]) for r in rows if policy in r["images_per_second"]]
             if points:
                 axis.plot(*zip(*points), marker="o", label=POLICY_LABELS[policy])

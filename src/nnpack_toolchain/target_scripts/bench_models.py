@@ -51,9 +51,19 @@ def forward_seconds(executor, policy):
     return time.perf_counter() - begin
 
 
+def tuning_pending():
+    pending = getattr(mx.runtime, "nnpack_tuning_pending", None)
+    return pending() if pending else 0
+
+
 def time_policies(executor, policies, iterations):
     for policy in policies:  # warm-up: workspace allocation, NNPACK initialisation, caches
         forward_seconds(executor, policy)
+        if policy == "auto":  # the auto policy measures each layer's choices on its first calls
+            for _ in range(40):
+                if not tuning_pending():
+                    break
+                forward_seconds(executor, policy)
     samples = {p: [] for p in policies}
     for _ in range(iterations):
         for policy in policies:
@@ -102,7 +112,7 @@ def main():
     parser.add_argument("--models", required=True)
     parser.add_argument("--networks", required=True)
     parser.add_argument("--batches", default="1")
-    parser.add_argument("--policies", default="never,always")
+    parser.add_argument("--policies", default="never,always,auto")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--layers", action="store_true")
     parser.add_argument("--check", action="store_true")

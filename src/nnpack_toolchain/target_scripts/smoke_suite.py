@@ -57,7 +57,8 @@ def fallback(layer, shapes):
     return check
 
 
-def small_network():
+def small_network_forward():
+    """forward(policy) of a small conv/BN/pool/FC network with fixed random weights."""
     data = mx.sym.Variable("data")
     net = mx.sym.Convolution(data, kernel=(3, 3), pad=(1, 1), num_filter=16, name="conv1")
     net = mx.sym.Activation(net, act_type="relu")
@@ -79,6 +80,12 @@ def small_network():
         executor = net.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
         return executor.forward(is_train=False)[0].asnumpy()
 
+    return forward
+
+
+def small_network():
+    forward = small_network_forward()
+
     def check():
         reference = forward("never")
         before = counts()
@@ -87,6 +94,24 @@ def small_network():
         err = float(np.abs(got - reference).max())
         ok = err <= 1e-4 and grown == [2, 2, 1] and got.shape == (1, 10)
         return ok, f"max abs err {err:.1e}; NNPACK conv/pool/fc calls +{grown} (want [2, 2, 1])"
+    return check
+
+
+def auto_policy():
+    """MXNET_NNPACK_POLICY=auto: trial calls, then a per-layer choice; always MXNet's result."""
+    forward = small_network_forward()
+
+    def check():
+        reference = forward("never")
+        worst, passes = 0.0, 0
+        while passes < 40:
+            worst = max(worst, float(np.abs(forward("auto") - reference).max()))
+            passes += 1
+            if mx.runtime.nnpack_tuning_pending() == 0:
+                break
+        settled = mx.runtime.nnpack_tuning_pending() == 0
+        worst = max(worst, float(np.abs(forward("auto") - reference).max()))
+        return worst <= 1e-4 and settled, f"tuned after {passes} passes: {settled}; max abs err {worst:.1e}"
     return check
 
 
@@ -104,6 +129,7 @@ def main():
     timed("dilated convolution falls back", fallback(conv(dilate=(2, 2), pad=(2, 2)), conv_shapes(1, 4, 10)))
     timed("grouped convolution falls back", fallback(conv(num_group=2), conv_shapes(1, 4, 10, num_group=2)))
     timed("small network forward", small_network())
+    timed("auto policy settles and matches", auto_policy())
 
 
 if __name__ == "__main__":
