@@ -1,4 +1,4 @@
-"""MXNet 1.9.1 with NNPACK from the pinned source release (35-50 minutes per target on 2 cores).
+"""MXNet 1.9.1 with NNPACK from the pinned source release (70-90 minutes per target on 2 cores, cold ccache).
 
 Marked `mxnet_build` and left out of the default run; run with `python3 -m pytest -m mxnet_build`.
 Needs the release tarball in the source cache (skips naming it otherwise) and builds NNPACK first.

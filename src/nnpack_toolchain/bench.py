@@ -30,6 +30,7 @@ from rich.table import Table
 
 from . import log
 from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
 from .model_zoo import MODELS, write_model
 from .runner import run
 from .settings import Settings
@@ -165,9 +166,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             shutil.rmtree(models, ignore_errors=True)
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         json_path = bench_dir / "bench.json"
-        tmp = json_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(json_path)
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
         results["json"] = str(json_path)
         if results["networks"]:
             results["plot"] = str(plot(results, bench_dir / "bench.png"))

@@ -8,9 +8,9 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ToolchainError
 from rich.markup import escape
 
+from .errors import ToolchainError
 from .log import console
 from .settings import Settings, default_home, parse_local_sources
 

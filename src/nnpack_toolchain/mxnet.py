@@ -1,6 +1,6 @@
 """Stage 4: MXNet 1.9.1 with USE_NNPACK=1 for a target.
 
-The project's own stage rather than a Conan recipe: MXNet's Makefile build takes 35-50 minutes
+The project's own stage rather than a Conan recipe: MXNet's Makefile build takes 70-90 minutes
 per target on 2 cores, so it keeps one persistent build tree per target
 (`<home>/build/<target>/mxnet-1.9.1`) that make resumes after an interruption (ccache keeps
 the objects across trees). The tree is prepared once: the verified source release (or a local

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from . import conan_config, log
 from .doctor import require_tools
-from .errors import BuildError, ConfigurationError, MissingSourceError, PatchError, VerificationError
+from .errors import (
+    BuildError,
+    ConfigurationError,
+    MissingSourceError,
+    PatchError,
+    VerificationError,
+)
 from .runner import capture, run
 from .settings import PATCHES_DIR, RECIPES_DIR, Settings
 from .sources import Pin, Resolved, load_pins, pins_for_backend, sha256_of, source_cache

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VerificationError
+from .files import atomic_write_text
 
 SCHEMA_VERSION = 1
 SCHEMA_RESOURCE = "report_schema.json"
@@ -198,21 +198,7 @@ class BuildReport:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Validate, then write atomically: a reader sees the old file or the whole new one."""
-        target = Path(path)
-        text = self.to_json()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildReport:

@@ -36,7 +36,6 @@ import ast
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 import warnings
@@ -49,6 +48,7 @@ from urllib.parse import urlparse
 import yaml
 
 from .errors import ToolchainError
+from .files import atomic_write_text
 from .settings import PROJECT_ROOT
 from .sources import GITHUB_ARCHIVE, Mirror, Pin, load_pins, sha256_of
 from .sysroot import DEBIAN_SUITE
@@ -548,22 +548,6 @@ def sbom_path(wheel_path: Path) -> Path:
 
 
 def write_sbom(path: Path, document: Mapping) -> Path:
-    """Write document as JSON atomically: a temporary file in the same directory, then os.replace.
-
-    A failure at any point leaves the previous file (or none) and no temporary file behind.
-    """
-    path = Path(path)
+    """Write document as JSON atomically (files.atomic_write_text): the previous file or the whole new one."""
     text = json.dumps(document, indent=2, sort_keys=False) + "\n"  # fails before anything is written
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from . import log
 from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
 from .settings import Settings
 from .target_env import python_env
 from .targets import Target
@@ -61,9 +62,7 @@ class SmokeResult:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def parse_results(output: str) -> list[SmokeTest]:

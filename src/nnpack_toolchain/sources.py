@@ -22,7 +22,12 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ChecksumMismatchError, ConfigurationError, MissingSourceError, SourceError
+from .errors import (
+    ChecksumMismatchError,
+    ConfigurationError,
+    MissingSourceError,
+    SourceError,
+)
 from .settings import PATCHES_DIR, RECIPES_DIR, Settings
 
 GITHUB_ARCHIVE = re.compile(r"^https://github\.com/([^/]+)/([^/]+)/archive/([0-9a-f]{40})\.tar\.gz$")

@@ -32,6 +32,7 @@ from packaging.version import Version
 
 from . import log
 from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
 from .runner import capture, run
 from .settings import Settings
 from .sources import sha256_of
@@ -81,9 +82,7 @@ class WheelResult:
     up_to_date: bool = False
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def machine_of(target: Target) -> str:

@@ -16,9 +16,8 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 import mxnet as mx
+import numpy as np
 
 
 def emit(**record):

@@ -12,9 +12,8 @@ import os
 import sys
 import time
 
-import numpy as np
-
 import mxnet as mx
+import numpy as np
 
 RTOL = 1e-3  # NNPACK's Winograd/FFT algorithms are approximate
 

@@ -12,9 +12,8 @@ import sys
 import time
 
 started = time.time()
-import numpy as np  # noqa: E402
-
 import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
 
 IMPORT_SECONDS = time.time() - started
 
