@@ -106,5 +106,7 @@ def test_patch_series_is_complete_and_ordered():
         assert "\n+++ b/" in text
     series = "".join(p.file.read_text() for p in pin.patches)
     for needed in ("nnp_convolution_inference", "nnp_max_pooling_output", "nnp_fully_connected_inference",
-                   "MXNET_CPU_NNPACK_NTHREADS", "MXNET_NNPACK_STRICT_1_0", "\"NNPACK\"", "np.bool_"):
+                   "MXNET_CPU_NNPACK_NTHREADS", "MXNET_NNPACK_STRICT_1_0", "\"NNPACK\"", "np.bool_",
+                   "nnp_convolution_transform_strategy_precompute", "nnp_convolution_transform_strategy_reuse",
+                   "std::string(\"auto\")", "def nnpack_tuning_pending"):
         assert needed in series, needed

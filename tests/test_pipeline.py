@@ -161,3 +161,25 @@ def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
         assert Path(result.sbom).is_file()
         shas.append(result.wheel_sha256)
     assert shas[0] == shas[1]
+
+
+def test_two_builds_take_the_shared_conan_home_one_after_the_other(tmp_path: Path) -> None:
+    """A second build (another target, another shell) waits for the Conan home instead of clobbering it."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from nnpack_toolchain import conan_config\n"
+        "from nnpack_toolchain.settings import Settings\n"
+        "with conan_config.conan_lock(Settings(home=Path(sys.argv[1]))):\n"
+        "    print('in', time.monotonic(), flush=True)\n"
+        "    time.sleep(1.5)\n"
+        "    print('out', time.monotonic(), flush=True)\n"
+    )
+    first = subprocess.Popen(["python3", "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().startswith("in")  # the first build holds the lock
+    second = subprocess.run(["python3", "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    first_out = float(first.stdout.readline().split()[1])
+    first.wait()
+    second_in = float(second.stdout.splitlines()[0].split()[1])
+    assert second_in >= first_out, "the second build entered the Conan home while the first was using it"
+    assert "waiting for another build" in second.stderr
