@@ -1,0 +1,63 @@
+"""invoke bench, host side: options, parsing the target script's records, tables and the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from nnpack_toolchain import bench
+from nnpack_toolchain.errors import ConfigurationError
+
+
+def record(network: str, batch: int, never: float, always: float, auto: float) -> dict:
+    seconds = {"never": batch / never, "always": batch / always, "auto": batch / auto}
+    return {"kind": "network", "network": network, "batch": batch, "seconds": seconds,
+            "images_per_second": {"never": never, "always": always, "auto": auto}, "threads": "2"}
+
+
+def render(table) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_records_are_parsed_and_the_pypi_column_merged() -> None:
+    output = "noise\nRESULT " + json.dumps(record("vgg16", 1, 2.0, 4.0, 6.0)) + "\n"
+    records = bench.parse_records(output)
+    bench.merge_pypi(records, {"network": "vgg16", "batch": 1, "seconds": {"pypi": 0.2},
+                               "images_per_second": {"pypi": 5.0}})
+    assert records[0]["images_per_second"] == {"never": 2.0, "always": 4.0, "auto": 6.0, "pypi": 5.0}
+
+
+def test_network_table_shows_ratios_against_mxnet() -> None:
+    results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2,
+               "networks": [record("alexnet", 1, 20.0, 10.0, 40.0)]}
+    text = render(bench.network_table(results))
+    assert "0.50x" in text and "2.00x" in text and "Test CPU" in text
+
+
+def test_plot_is_written(tmp_path: Path) -> None:
+    results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2,
+               "networks": [record("alexnet", b, 10.0 * b, 12.0 * b, 15.0 * b) for b in (1, 2, 4)]}
+    path = bench.plot(results, tmp_path / "bench.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"networks": ("lenet",)}, "unknown network"),
+    ({"batches": (0,)}, "positive"),
+    ({"iterations": 0}, "at least 1"),
+])
+def test_bad_options_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        bench.BenchOptions(**kwargs)
+
+
+def test_int_lists() -> None:
+    assert bench.parse_int_list("1, 2,4", "--batches") == (1, 2, 4)
+    with pytest.raises(ConfigurationError, match="--batches"):
+        bench.parse_int_list("1,two", "--batches")
