@@ -148,15 +148,11 @@ def existing_build(name: str) -> Path:
 @pytest.mark.slow
 def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
     """Two wheel builds from the same MXNet build, in two fresh homes, give the same sha256."""
-    out = existing_build("x86_64")
     from nnpack_toolchain.wheel import build_mxnet_wheel
 
     shas = []
     for home in (tmp_path / "a", tmp_path / "b"):
-        settings = Settings(home=home, source_cache=shared_source_cache())
-        settings.output_dir("x86_64").mkdir(parents=True)
-        for name in ("mxnet-result.json", "nnpack-result.json"):
-            shutil.copy(out / name, settings.output_dir("x86_64") / name)
+        settings = home_with_build("x86_64", home)
         result = build_mxnet_wheel(TARGETS["x86_64"], settings)
         assert Path(result.sbom).is_file()
         shas.append(result.wheel_sha256)
@@ -183,3 +179,30 @@ def test_two_builds_take_the_shared_conan_home_one_after_the_other(tmp_path: Pat
     second_in = float(second.stdout.splitlines()[0].split()[1])
     assert second_in >= first_out, "the second build entered the Conan home while the first was using it"
     assert "waiting for another build" in second.stderr
+
+
+def home_with_build(name: str, home: Path) -> Settings:
+    """A fresh toolchain home that reuses the default home's MXNet build of target `name`."""
+    out = existing_build(name)
+    settings = Settings(home=home, source_cache=shared_source_cache())
+    settings.output_dir(name).mkdir(parents=True)
+    for result in ("mxnet-result.json", "nnpack-result.json"):
+        shutil.copy(out / result, settings.output_dir(name) / result)
+    return settings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_mxnet_wheel_passes_the_smoke_suite_on_its_target(name: str, tmp_path: Path) -> None:
+    """With an MXNet build in the home: the wheel, auditwheel's view of it, and the smoke suite there."""
+    from nnpack_toolchain.smoke import run_smoke
+    from nnpack_toolchain.wheel import build_mxnet_wheel, machine_of
+
+    settings = home_with_build(name, tmp_path / "home")
+    target = TARGETS[name]
+    wheel = build_mxnet_wheel(target, settings)
+    assert wheel.platform_tag.startswith("manylinux_2_") and wheel.platform_tag.endswith(machine_of(target))
+    assert f'platform tag: "{wheel.platform_tag}"' in wheel.auditwheel_show.replace("\n", " ")
+    assert any(n.startswith("libopenblas") for n in wheel.grafted), wheel.grafted
+    result = run_smoke(target, settings)
+    assert result.failed == 0 and len(result.tests) >= 12, [(t.test, t.detail) for t in result.tests if not t.ok]
