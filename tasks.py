@@ -248,6 +248,7 @@ def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16
         console.print(benchmark.network_table(results))
         if results["layers"]:
             console.print(benchmark.layer_table(results))
+            console.print(benchmark.choices_table(results))
         if results["thread_sweep"]:
             console.print(benchmark.sweep_table(results))
         console.out(f"bench [{target.name}]: {results['json']}  {results.get('plot', '')}")

@@ -61,3 +61,17 @@ def test_int_lists() -> None:
     assert bench.parse_int_list("1, 2,4", "--batches") == (1, 2, 4)
     with pytest.raises(ConfigurationError, match="--batches"):
         bench.parse_int_list("1,two", "--batches")
+
+
+def test_auto_policy_choices_are_read_from_the_verbose_log() -> None:
+    log = ("[05:00:01] src/operator/nnpack/nnpack_ops.cc:250: NNPACK auto: Convolution batch 1 256x56x56 -> 256 "
+           "kernel 3x3 stride 1x1 pad 1x1 -> NNPACK wt8x8 (precomputed kernel) (MXNet 39.8 ms, NNPACK auto 14.9 ms, "
+           "NNPACK wt8x8 (precomputed kernel) 10.7 ms, NNPACK implicit-gemm (precomputed kernel) inf ms)\n"
+           "unrelated line\n")
+    (choice,) = bench.parse_auto_choices(log)
+    assert choice["layer_shape"] == "Convolution batch 1 256x56x56 -> 256 kernel 3x3 stride 1x1 pad 1x1"
+    assert choice["chosen"] == "NNPACK wt8x8 (precomputed kernel)"
+    assert choice["ms"] == {"MXNet": 39.8, "NNPACK auto": 14.9, "NNPACK wt8x8 (precomputed kernel)": 10.7,
+                            "NNPACK implicit-gemm (precomputed kernel)": float("inf")}
+    text = render(bench.choices_table({"auto_choices": [choice]}))
+    assert "256x56x56" in text and "wt8x8 (precomputed kernel) 10.70" in text

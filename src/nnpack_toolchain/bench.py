@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -90,7 +91,10 @@ def cpu_name() -> str:
 
 
 def run_script(env: PythonEnv, site: Path, args: list[str], extra_env: dict[str, str], log_path: Path,
-               what: str) -> list[dict[str, Any]]:
+               what: str, choices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run bench_models.py on the target; `choices` collects the auto policy's measured choices."""
+    if choices is not None:
+        extra_env = {**extra_env, "MXNET_NNPACK_VERBOSE": "1"}
     proc = env.run([SCRIPTS / "bench_models.py", *args], extra_env={"PYTHONPATH": str(site), **extra_env},
                    timeout=7200)
     with open(log_path, "a") as stream:
@@ -98,7 +102,25 @@ def run_script(env: PythonEnv, site: Path, args: list[str], extra_env: dict[str,
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VerificationError(f"benchmark run '{what}' failed: {last}", log_path=log_path)
+    if choices is not None:
+        choices += parse_auto_choices(proc.stderr)
     return parse_records(proc.stdout)
+
+
+AUTO_CHOICE = re.compile(r"NNPACK auto: (?P<key>.+) -> (?P<chosen>MXNet|NNPACK [\w-]+(?: \(precomputed kernel\))?) "
+                         r"\((?P<times>.+)\)\s*$")
+CHOICE_TIME = re.compile(r"(?P<name>MXNet|NNPACK [\w-]+(?: \(precomputed kernel\))?) (?P<ms>[0-9.e+-]+|inf) ms")
+
+
+def parse_auto_choices(log_text: str) -> list[dict[str, Any]]:
+    """The auto policy's verbose lines: per layer shape, every choice's time and the winner."""
+    found = []
+    for line in log_text.splitlines():
+        match = AUTO_CHOICE.search(line)
+        if match:
+            times = {m["name"]: float(m["ms"]) for m in CHOICE_TIME.finditer(match["times"])}
+            found.append({"layer_shape": match["key"], "chosen": match["chosen"], "ms": times})
+    return found
 
 
 def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
@@ -158,8 +180,9 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                                              {"OMP_NUM_THREADS": str(options.threads)}, step.log_path, "PyPI mxnet"):
                         merge_pypi(results["networks"], record)
                 if options.layers:
+                    results["auto_choices"] = []
                     results["layers"] = run_script(env, site, [*common, "--batches", "1", "--layers"], threads,
-                                                   step.log_path, "per-layer convolution")
+                                                   step.log_path, "per-layer convolution", results["auto_choices"])
                 for count in options.thread_sweep:
                     env_threads = {"MXNET_CPU_NNPACK_NTHREADS": str(count), "OMP_NUM_THREADS": str(count)}
                     results["thread_sweep"] += run_script(env, site, [*common, "--batches", "1"], env_threads,
@@ -214,6 +237,20 @@ def layer_table(results: dict[str, Any]) -> Table:
         table.add_row(r["layer"], "x".join(map(str, r["input"][1:])), f"{r['kernel']} / {r['stride']}",
                       f"{ms['never']:.2f}", *(f"{ms[p]:.2f} ({ms['never'] / ms[p]:.2f}x)" if p in ms else "-"
                                               for p in ("always", "auto")))
+    return table
+
+
+def choices_table(results: dict[str, Any]) -> Table:
+    """Every algorithm the auto policy measured per convolution shape (batch 1), and its pick."""
+    table = Table(title="auto policy: measured choices per layer shape at batch 1 (ms)", title_justify="left")
+    table.add_column("layer shape")
+    table.add_column("chosen")
+    table.add_column("MXNet", justify="right")
+    table.add_column("NNPACK algorithms (ms)")
+    for c in results.get("auto_choices", []):
+        nnpack = ", ".join(f"{n.removeprefix('NNPACK ')} {ms:.2f}" for n, ms in c["ms"].items() if n != "MXNet")
+        table.add_row(c["layer_shape"].removeprefix("Convolution batch 1 "), c["chosen"],
+                      f"{c['ms'].get('MXNet', float('nan')):.2f}", nnpack)
     return table
 
 
