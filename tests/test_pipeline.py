@@ -145,7 +145,7 @@ def existing_build(name: str) -> Path:
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.mxnet_build
 def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
     """Two wheel builds from the same MXNet build, in two fresh homes, give the same sha256."""
     from nnpack_toolchain.wheel import build_mxnet_wheel
@@ -191,7 +191,7 @@ def home_with_build(name: str, home: Path) -> Settings:
     return settings
 
 
-@pytest.mark.slow
+@pytest.mark.mxnet_build
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_mxnet_wheel_passes_the_smoke_suite_on_its_target(name: str, tmp_path: Path) -> None:
     """With an MXNet build in the home: the wheel, auditwheel's view of it, and the smoke suite there."""
