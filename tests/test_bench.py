@@ -75,3 +75,13 @@ def test_auto_policy_choices_are_read_from_the_verbose_log() -> None:
                             "NNPACK implicit-gemm (precomputed kernel)": float("inf")}
     text = render(bench.choices_table({"auto_choices": [choice]}))
     assert "256x56x56" in text and "wt8x8 (precomputed kernel) 10.70" in text
+
+
+def test_qemu_correctness_checks_fail_on_a_difference_or_no_nnpack() -> None:
+    good = {"network": "alexnet", "batch": 1, "rel_err": {"never": 0.0, "always": 4.7e-6},
+            "nnpack_calls": {"convolution": 5}}
+    assert bench.check_failures([good]) == []
+    bad = {**good, "rel_err": {"never": 0.0, "always": 0.2}}
+    assert bench.check_failures([bad]) == ["alexnet batch 1: max rel. difference 2.0e-01"]
+    idle = {**good, "nnpack_calls": {"convolution": 0}}
+    assert bench.check_failures([idle]) == ["no convolution ran on NNPACK"]

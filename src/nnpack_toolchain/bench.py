@@ -168,6 +168,10 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                 results["checks"] = run_script(env, site, [*common, "--batches", "1", "--check",
                                                            "--policies", "never,always"], threads,
                                                step.log_path, "correctness")
+                failures = check_failures(results["checks"])
+                if failures:
+                    raise VerificationError("NNPACK and MXNet's own outputs differ under QEMU: " + "; ".join(failures),
+                                            log_path=step.log_path)
             else:
                 batches = ",".join(map(str, options.batches))
                 results["networks"] = run_script(env, site, [*common, "--batches", batches], threads,
@@ -197,6 +201,19 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             results["plot"] = str(plot(results, bench_dir / "bench.png"))
         step.note = str(json_path)
     return results
+
+
+CHECK_TOLERANCE = 1e-3
+"""Largest relative difference allowed between NNPACK's and MXNet's own network outputs."""
+
+
+def check_failures(checks: list[dict[str, Any]]) -> list[str]:
+    """Networks whose NNPACK output is not MXNet's own within CHECK_TOLERANCE, or that ran nothing on NNPACK."""
+    failures = [f"{c['network']} batch {c['batch']}: max rel. difference {max(c['rel_err'].values()):.1e}"
+                for c in checks if max(c["rel_err"].values()) > CHECK_TOLERANCE]
+    if checks and not (checks[-1].get("nnpack_calls") or {}).get("convolution"):
+        failures.append("no convolution ran on NNPACK")
+    return failures
 
 
 def merge_pypi(records: list[dict[str, Any]], pypi: dict[str, Any]) -> None:
