@@ -31,8 +31,9 @@ from .targets import Target
 PYTHON_VERSION = "3.11"
 """Debian 12's Python: the target environments' interpreter."""
 RUNTIME_PACKAGES = [f"python{PYTHON_VERSION}", "python3-numpy", "python3-requests", "python3-pip",
-                    "libopenblas0-pthread", "libgomp1"]
-"""What `import mxnet` needs on an ARM target (mxnet.gluon imports requests), from Debian 12."""
+                    "libopenblas0-pthread", "libgomp1", "libstdc++6"]
+"""What `import mxnet` needs on an ARM target (mxnet.gluon imports requests), from Debian 12;
+libstdc++6 is on the manylinux whitelist, so the wheel expects the system to provide it."""
 HOST_REQUIREMENTS = ("numpy>=1.24,<2", "requests>=2.20,<3")
 """The x86-64 venv: MXNet 1.9.1 needs numpy < 2 (Debian 12 has 1.24) and requests."""
 
