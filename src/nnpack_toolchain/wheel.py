@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,9 +97,8 @@ def target_of_wheel(wheel: Path) -> Target:
         _, _, _, tags = parse_wheel_filename(wheel.name)
     except ValueError as error:
         raise ConfigurationError(f"{wheel.name} is not a wheel file name: {error}") from None
-    machines = {tag.platform.rsplit("_", 1)[-1] if not tag.platform.endswith("x86_64") else "x86_64" for tag in tags}
     for target in TARGETS.values():
-        if machines == {machine_of(target)}:
+        if all(tag.platform.endswith(f"_{machine_of(target)}") for tag in tags):
             return target
     raise ConfigurationError(f"{wheel.name} is not tagged for any target ({', '.join(sorted(str(t) for t in tags))})")
 
@@ -219,15 +219,9 @@ def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> 
                     key=lambda s: tuple(int(x) for x in s.split("_")[1:]))
     if not floors:
         raise VerificationError(f"{wheel.name} has no manylinux tag after repair: {platforms}", log_path=log_path)
-    with _zip(wheel) as archive:
+    with zipfile.ZipFile(wheel) as archive:
         grafted = sorted(Path(n).name for n in archive.namelist() if ".libs/" in n and not n.endswith("/"))
     return ".".join(platforms), floors[0], grafted, show.strip()
-
-
-def _zip(path: Path):
-    import zipfile
-
-    return zipfile.ZipFile(path)
 
 
 def build_wheel(spec: WheelSpec, target: Target, sysroot: Path, out_dir: Path, log_path: Path) -> WheelResult:
@@ -288,13 +282,15 @@ def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, whe
 def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     """The target's MXNet wheel from its `invoke mxnet` build; a no-op when nothing changed."""
     from .configure import BUILD_SYSROOT_PACKAGES
+    from .mxnet import RESULT_FILE as MXNET_RESULT_FILE
     from .mxnet import MxnetResult, mxnet_pin
+    from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE
     from .nnpack import NnpackResult
     from .sysroot import build_sysroot
 
     out_dir = settings.output_dir(target.name)
-    mxnet_result_path = out_dir / "mxnet-result.json"
-    nnpack_result_path = out_dir / "nnpack-result.json"
+    mxnet_result_path = out_dir / MXNET_RESULT_FILE
+    nnpack_result_path = out_dir / NNPACK_RESULT_FILE
     if not mxnet_result_path.is_file() or not nnpack_result_path.is_file():
         raise ConfigurationError(f"no MXNet build for {target.name}: run invoke mxnet --arch {target.name} first")
     mxnet = MxnetResult(**json.loads(mxnet_result_path.read_text()))
@@ -344,8 +340,6 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
 
 def bundled_libraries(wheel: Path) -> list[tuple[str, str]]:
     """(file name, sha256) of every shared library in the wheel besides libmxnet.so."""
-    import zipfile
-
     with zipfile.ZipFile(wheel) as archive:
         return sorted((Path(n).name, hashlib.sha256(archive.read(n)).hexdigest()) for n in archive.namelist()
                       if ".so" in Path(n).name and Path(n).name != "libmxnet.so")
