@@ -75,3 +75,30 @@ def test_configure_without_nnpack_build_says_what_to_run(tmp_path):
     assert proc.returncode == 8, proc.stderr
     assert "run 'invoke nnpack --arch arm64' first" in proc.stderr
     assert not (tmp_path / "out" / "arm64" / "config.mk").exists()
+
+
+def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, monkeypatch):
+    """An unchanged config.mk keeps its timestamp (make and the MXNet digest see no change); a new value rewrites it."""
+    import os
+
+    from nnpack_toolchain import configure as configure_module
+    from nnpack_toolchain.settings import Settings
+
+    root = {"path": "/opt/nntc"}
+    monkeypatch.setattr(configure_module, "load_nnpack", lambda target, settings: fake_nnpack(target.name, root["path"]))
+    monkeypatch.setattr(configure_module, "build_sysroot", lambda target, settings, packages: tmp_path / "sysroot")
+    settings = Settings(home=tmp_path / "home")
+    first = configure_module.configure(TARGETS["armv7"], settings)
+    assert first.changed and first.config_mk.read_text() == rendered_with_sysroot("armv7", tmp_path / "sysroot")
+    os.utime(first.config_mk, ns=(1_000_000_000, 1_000_000_000))
+    second = configure_module.configure(TARGETS["armv7"], settings)
+    assert not second.changed and first.config_mk.stat().st_mtime_ns == 1_000_000_000
+    root["path"] = "/srv/other home"
+    third = configure_module.configure(TARGETS["armv7"], settings)
+    assert third.changed
+    assert third.config_mk.read_text() == rendered_with_sysroot("armv7", tmp_path / "sysroot", "/srv/other home")
+    assert not list(first.config_mk.parent.glob("*.tmp")), "no temporary file is left next to config.mk"
+
+
+def rendered_with_sysroot(target_name: str, sysroot: Path, root: str = "/opt/nntc") -> str:
+    return render(TEMPLATE.read_text(), config_values(TARGETS[target_name], fake_nnpack(target_name, root), sysroot))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import log
 from .errors import ConfigurationError, ToolchainError
+from .files import atomic_write_text
 from .nnpack import RESULT_FILE, NnpackResult
 from .settings import PROJECT_ROOT, Settings
 from .sysroot import build_sysroot
@@ -36,6 +37,7 @@ class ConfigureResult:
     config_mk: Path
     values: dict[str, str]
     sysroot: Path
+    changed: bool = True
 
 
 def make_value(value: str, *, name: str) -> str:
@@ -101,14 +103,14 @@ def load_nnpack(target: Target, settings: Settings) -> NnpackResult:
 
 
 def configure(target: Target, settings: Settings, output: Path | None = None) -> ConfigureResult:
-    nnpack = load_nnpack(target, settings)
-    sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
-    values = config_values(target, nnpack, sysroot)
-    text = render(TEMPLATE.read_text(), values)
     config_mk = output or settings.output_dir(target.name) / "config.mk"
-    config_mk.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config_mk.with_name(config_mk.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(config_mk)
-    log.info(f"configure [{target.name}]: wrote {config_mk}")
-    return ConfigureResult(target.name, config_mk, values, sysroot)
+    with log.step("configure", target.name, f"config.mk from {TEMPLATE.name}", settings.logs_dir) as step:
+        nnpack = load_nnpack(target, settings)
+        sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
+        values = config_values(target, nnpack, sysroot)
+        text = render(TEMPLATE.read_text(), values)
+        changed = not config_mk.is_file() or config_mk.read_text() != text
+        if changed:  # an unchanged file keeps its timestamp
+            atomic_write_text(config_mk, text)
+        step.note = f"{'wrote' if changed else 'unchanged'}: {config_mk}"
+    return ConfigureResult(target.name, config_mk, values, sysroot, changed)

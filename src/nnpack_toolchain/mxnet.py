@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import log
-from .configure import configure
+from .configure import ConfigureResult, configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
 from .nnpack import verify_elf_machine
@@ -131,9 +131,10 @@ def carry_over_build(old: Path, new: Path) -> None:
                 os.utime(fresh, ns=(old_stat.st_atime_ns, old_stat.st_mtime_ns))
 
 
-def build_mxnet(target: Target, settings: Settings) -> MxnetResult:
+def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | None = None) -> MxnetResult:
+    """Build libmxnet.so for target; `config` is a config.mk just rendered for it (else rendered here)."""
     require_tools([target])
-    config = configure(target, settings)
+    config = config or configure(target, settings)
     pin = mxnet_pin()
     out_dir = settings.output_dir(target.name)
     result_path = out_dir / RESULT_FILE

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -29,6 +30,9 @@ from .errors import ToolchainError
 from .report import Artifact, BuildReport, StepRecord, TargetReport, TestCounts
 from .settings import Settings
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .configure import ConfigureResult
 
 STEPS = ("fetch", "nnpack", "configure", "mxnet", "wheel", "smoke")
 
@@ -73,20 +77,21 @@ def nnpack_step(target: Target, settings: Settings) -> StepOutcome:
                        tests)
 
 
+# The configure step's result per target, handed to the MXNet step (which would otherwise render it again).
+CONFIGURED: dict[str, ConfigureResult] = {}
+
+
 def configure_step(target: Target, settings: Settings) -> StepOutcome:
     from .configure import configure
 
-    path = settings.output_dir(target.name) / "config.mk"
-    before = path.read_bytes() if path.is_file() else None
-    result = configure(target, settings)
-    return StepOutcome(before == result.config_mk.read_bytes(), str(result.config_mk),
-                       [Artifact.from_path("config_mk", result.config_mk)])
+    result = CONFIGURED[target.name] = configure(target, settings)
+    return StepOutcome(not result.changed, str(result.config_mk), [Artifact.from_path("config_mk", result.config_mk)])
 
 
 def mxnet_step(target: Target, settings: Settings) -> StepOutcome:
     from .mxnet import build_mxnet
 
-    result = build_mxnet(target, settings)
+    result = build_mxnet(target, settings, CONFIGURED.pop(target.name, None))
     return StepOutcome(result.up_to_date, f"NEEDED {', '.join(result.needed)}",
                        [Artifact.from_path("libmxnet", result.library)])
 
