@@ -70,7 +70,7 @@ def config_values(target: Target, nnpack: NnpackResult, sysroot: Path) -> dict[s
     openblas_lib = multiarch / "openblas-pthread"
     openblas_include = sysroot / "usr" / "include" / target.gnu_triple / "openblas-pthread"
     nnpack_lib = Path(nnpack.library).parent
-    cflags = [*target.compiler_flags, *[f"-I{d}" for d in nnpack.include_dirs], f"-I{openblas_include}"]
+    cflags = [*target.compiler_flags, *target.mxnet_flags, *[f"-I{d}" for d in nnpack.include_dirs], f"-I{openblas_include}"]
     ldflags = [
         f"-L{nnpack_lib}", "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{nnpack_lib}",
         f"-L{openblas_lib}", f"-Wl,-rpath-link,{openblas_lib}", f"-Wl,-rpath-link,{multiarch}",

@@ -48,6 +48,8 @@ class Target:
     """Lines `readelf -A` must print for the target's objects (ARMv7: NEON/VFPv4 build attributes)."""
     mxnet_use_sse: bool = False
     """MXNet's USE_SSE (-msse3): pinned per target instead of probed from the build host."""
+    mxnet_flags: tuple[str, ...] = ()
+    """Extra flags for MXNet's sources only (ARMv7: -marm, see below)."""
 
     @property
     def is_native(self) -> bool:
@@ -136,6 +138,10 @@ TARGETS: dict[str, Target] = {
             qemu_binary="qemu-arm",
             debian_arch="armhf",
             wheel_platform="linux_armv7l",
+            # Debian's armhf GCC emits Thumb-2 by default; in the huge functions of MXNet's
+            # tensor/indexing_op.cc a Thumb-2 conditional branch (+-1 MB) overflows and gas stops
+            # with "conditional branch out of range" (measured here). ARM mode branches reach +-32 MB.
+            mxnet_flags=("-marm",),
             elf_machine="ARM",
             elf_class="ELF32",
             elf_attributes=("Tag_FP_arch: VFPv4", "Tag_Advanced_SIMD_arch: NEONv1 with Fused-MAC"),
