@@ -93,6 +93,8 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
         previous = SmokeResult.load(result_path)
         if previous.wheel_sha256 == sha256 and previous.failed == 0 and previous.tests:
             previous.up_to_date = True
+            log.info(f"smoke [{target.name}]: up to date ({previous.passed}/{len(previous.tests)} passed "
+                     f"with this wheel, sha256 {sha256[:12]}; --force reruns)")
             return previous
     where = f"under {target.qemu_binary}" if target.qemu_binary else "natively"
     with log.step("smoke", target.name, f"{wheel.name} {where}", settings.logs_dir) as step:
