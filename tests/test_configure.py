@@ -22,9 +22,9 @@ def fake_nnpack(target_name: str, root: str = "/opt/nntc") -> NnpackResult:
     )
 
 
-def rendered(target_name: str, root: str = "/opt/nntc") -> str:
-    values = config_values(TARGETS[target_name], fake_nnpack(target_name, root), Path(f"{root}/sysroots/{target_name}"))
-    return render(TEMPLATE.read_text(), values)
+def rendered(target_name: str, root: str = "/opt/nntc", sysroot: Path | None = None) -> str:
+    sysroot = sysroot or Path(f"{root}/sysroots/{target_name}")
+    return render(TEMPLATE.read_text(), config_values(TARGETS[target_name], fake_nnpack(target_name, root), sysroot))
 
 
 @pytest.mark.parametrize("target_name", list(TARGETS))
@@ -89,16 +89,12 @@ def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, mo
     monkeypatch.setattr(configure_module, "build_sysroot", lambda target, settings, packages: tmp_path / "sysroot")
     settings = Settings(home=tmp_path / "home")
     first = configure_module.configure(TARGETS["armv7"], settings)
-    assert first.changed and first.config_mk.read_text() == rendered_with_sysroot("armv7", tmp_path / "sysroot")
+    assert first.changed and first.config_mk.read_text() == rendered("armv7", sysroot=tmp_path / "sysroot")
     os.utime(first.config_mk, ns=(1_000_000_000, 1_000_000_000))
     second = configure_module.configure(TARGETS["armv7"], settings)
     assert not second.changed and first.config_mk.stat().st_mtime_ns == 1_000_000_000
     root["path"] = "/srv/other home"
     third = configure_module.configure(TARGETS["armv7"], settings)
     assert third.changed
-    assert third.config_mk.read_text() == rendered_with_sysroot("armv7", tmp_path / "sysroot", "/srv/other home")
+    assert third.config_mk.read_text() == rendered("armv7", "/srv/other home", tmp_path / "sysroot")
     assert not list(first.config_mk.parent.glob("*.tmp")), "no temporary file is left next to config.mk"
-
-
-def rendered_with_sysroot(target_name: str, sysroot: Path, root: str = "/opt/nntc") -> str:
-    return render(TEMPLATE.read_text(), config_values(TARGETS[target_name], fake_nnpack(target_name, root), sysroot))

@@ -211,6 +211,7 @@ def check_failures(checks: list[dict[str, Any]]) -> list[str]:
     """Networks whose NNPACK output is not MXNet's own within CHECK_TOLERANCE, or that ran nothing on NNPACK."""
     failures = [f"{c['network']} batch {c['batch']}: max rel. difference {max(c['rel_err'].values()):.1e}"
                 for c in checks if max(c["rel_err"].values()) > CHECK_TOLERANCE]
+    # MXNet's NNPACK call counters add up over the process: the last check holds the run's total.
     if checks and not (checks[-1].get("nnpack_calls") or {}).get("convolution"):
         failures.append("no convolution ran on NNPACK")
     return failures

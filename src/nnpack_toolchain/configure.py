@@ -37,7 +37,8 @@ class ConfigureResult:
     config_mk: Path
     values: dict[str, str]
     sysroot: Path
-    changed: bool = True
+    changed: bool
+    """False when config.mk already had this content (and kept its timestamp)."""
 
 
 def make_value(value: str, *, name: str) -> str:

@@ -282,10 +282,8 @@ def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, whe
 def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     """The target's MXNet wheel from its `invoke mxnet` build; a no-op when nothing changed."""
     from .configure import BUILD_SYSROOT_PACKAGES
-    from .mxnet import RESULT_FILE as MXNET_RESULT_FILE
-    from .mxnet import MxnetResult, mxnet_pin
-    from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE
-    from .nnpack import NnpackResult
+    from .mxnet import RESULT_FILE as MXNET_RESULT_FILE, MxnetResult, mxnet_pin
+    from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE, NnpackResult
     from .sysroot import build_sysroot
 
     out_dir = settings.output_dir(target.name)
