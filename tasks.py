@@ -3,7 +3,7 @@
 from invoke import task
 
 from nnpack_toolchain import doctor as host
-from nnpack_toolchain.cli import make_settings, reports_errors
+from nnpack_toolchain.cli import make_settings, parse_count, reports_errors
 from nnpack_toolchain.configure import configure as render_config_mk
 from nnpack_toolchain.fetch import fetch_sources
 from nnpack_toolchain.log import console
@@ -215,7 +215,7 @@ def check_model(c, model, batch=1, shape="3,224,224", json=False, write=None):
         if not model.startswith("zoo:"):
             raise ConfigurationError("--write saves zoo models only; give zoo:NAME")
         console.print(f"wrote {write_model(model[4:], write)}")
-    check_model_main(model, batch=int(batch), shape=shape, as_json=json, console=console)
+    check_model_main(model, batch=parse_count(batch, "--batch") or 1, shape=shape, as_json=json, console=console)
 
 
 @task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"],
@@ -234,9 +234,9 @@ def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16
 
     options = benchmark.BenchOptions(
         networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-        batches=benchmark.parse_int_list(batches, "--batches"), iterations=int(iterations),
+        batches=benchmark.parse_int_list(batches, "--batches"), iterations=parse_count(iterations, "--iterations") or 3,
         thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
-        **({"threads": int(threads)} if threads else {}))
+        **({"threads": parse_count(threads, "--threads")} if threads else {}))
     settings = make_settings(home=home)
     for target in parse_targets(arch):
         results = benchmark.run_bench(target, settings, options)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any, TypeVar
 
 from rich.markup import escape
 
-from .errors import ToolchainError
+from .errors import ConfigurationError, ToolchainError
 from .log import console
 from .settings import Settings, default_home, parse_local_sources
 
@@ -33,19 +35,66 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: int | None = None,
+def parse_count(value: object, option: str, *, default_hint: str = "") -> int | None:
+    """A whole number >= 1 from an option (Invoke passes strings); None when not given."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigurationError(f"{option} takes a whole number (1 or more), not {value!r}") from None
+    if number < 1:
+        raise ConfigurationError(f"{option} must be at least 1, not {number}{default_hint}")
+    return number
+
+
+def writable_home(home: Path) -> Path:
+    """The toolchain home, created if needed; refuses one this user cannot write to."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".nntc-write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"toolchain home {home} is not writable ({exc.strerror or exc}); choose another with --home DIR "
+            "or $NNPACK_TOOLCHAIN_HOME") from None
+    return home
+
+
+def check_source_names(local_sources: dict[str, Path]) -> None:
+    """--source NAME=DIR must name a pinned package."""
+    from .local_source import check_tree
+    from .settings import RECIPES_DIR
+    from .sources import load_pins
+
+    packages = sorted(load_pins())
+    unknown = sorted(set(local_sources) - set(packages))
+    if unknown:
+        raise ConfigurationError(f"--source names unknown package(s) {', '.join(unknown)}; packages: "
+                                 + ", ".join(packages))
+    for name, directory in local_sources.items():
+        if directory.is_dir():
+            check_tree(name, directory, RECIPES_DIR / name)
+
+
+def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: object = None,
                   offline: bool = False, source: list[str] | None = None, backend: str = "fast",
                   tests: str = "quick", ccache: bool = True) -> Settings:
     kwargs: dict[str, Any] = {}
-    if jobs:
-        kwargs["jobs"] = jobs
-    return Settings(
+    parsed_jobs = parse_count(jobs, "--jobs", default_hint=f"; leave it out to use every core ({os.cpu_count()})")
+    if parsed_jobs is not None:
+        kwargs["jobs"] = parsed_jobs
+    local_sources = parse_local_sources(source)
+    check_source_names(local_sources)
+    settings = Settings(
         home=Path(home).expanduser().resolve() if home else default_home(),
         source_cache=Path(source_cache).expanduser().resolve() if source_cache else None,
         offline=offline,
-        local_sources=parse_local_sources(source),
+        local_sources=local_sources,
         backend=backend,
         tests=tests,
         ccache=ccache,
         **kwargs,
     )
+    writable_home(settings.home)  # after every option is checked: a bad option creates nothing
+    return settings

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +27,19 @@ BUILD_PROFILE = "nntc-build"
 
 
 def write_if_changed(path: Path, text: str) -> bool:
+    """Replace path atomically when its content differs, through a temporary file of its own
+    (another process writing the same file never shares it)."""
     if path.is_file() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return True
 
 
@@ -118,7 +128,15 @@ def build_profile() -> str:
 
 
 def prepare_home(settings: Settings, target: Target) -> None:
-    """Write global.conf, an empty remote list (ConanCenter is never used), profiles, machine file."""
+    """Write global.conf, an empty remote list (ConanCenter is never used), profiles, machine file.
+
+    Under the Conan home's lock: another shell's build reads these files while its Conan runs.
+    """
+    with conan_lock(settings):
+        _write_home_files(settings, target)
+
+
+def _write_home_files(settings: Settings, target: Target) -> None:
     home = settings.conan_home
     write_if_changed(home / "global.conf", global_conf(settings))
     remotes = home / "remotes.json"
@@ -187,10 +205,23 @@ def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, b
         what=f"conan create {recipe} for {target.name}")
 
 
+_held = threading.local()
+
+
 @contextmanager
 def conan_lock(settings: Settings) -> Iterator[None]:
     """Exclusive use of the shared Conan home: Conan 2's cache is not safe for concurrent writers,
-    so a second `invoke` (another target in another shell) waits here instead of clobbering it."""
+    so a second `invoke` (another target in another shell) waits here instead of clobbering it.
+    Re-entrant within one thread (prepare_home inside a locked build step)."""
+    home = str(settings.conan_home)
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(home):
+        depth[home] += 1
+        try:
+            yield
+        finally:
+            depth[home] -= 1
+        return
     settings.conan_home.mkdir(parents=True, exist_ok=True)
     with open(settings.conan_home / ".nntc.lock", "w") as lock:
         try:
@@ -198,7 +229,9 @@ def conan_lock(settings: Settings) -> Iterator[None]:
         except BlockingIOError:
             log.info(f"waiting for another build using the Conan home {settings.conan_home}")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        depth[home] = 1
         try:
             yield
         finally:
+            depth.pop(home, None)
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -25,6 +25,7 @@ from . import log
 from .configure import ConfigureResult, configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
+from .local_source import check_tree, tree_digest
 from .nnpack import verify_elf_machine
 from .publish import ccache_remote_env
 from .runner import capture, run
@@ -79,6 +80,9 @@ def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -
     resolved = cache.resolve(pin, offline=settings.offline, local_dir=local)
     patches_digest = hashlib.sha256(b"".join(p.file.read_bytes() for p in pin.patches)).hexdigest()
     stamp_value = f"{resolved.origin}|{patches_digest}"
+    if local:  # an edit inside the local tree must rebuild: its content is part of the stamp
+        check_tree("mxnet", local, pin.recipe_dir)
+        stamp_value += f"|content {tree_digest(local)}"
     tree = settings.home / "build" / target.name / f"mxnet-{pin.version}"
     stamp = tree / ".nntc-prepared"
     if stamp.is_file() and stamp.read_text() == stamp_value:

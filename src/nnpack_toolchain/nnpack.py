@@ -132,7 +132,6 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
                 log.warn(r.line())
         step.note = ", ".join(sorted({r.origin.split(" (")[0] for r in resolved}))
 
-    conan_config.prepare_home(settings, target)
     digest = inputs_digest(target, settings, backend, pins)
     if not conan_config.conan_local_sources(settings) and result_path.is_file():
         previous = NnpackResult.load(result_path)
@@ -144,6 +143,8 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
     nnpack_pin = next(p for p in pins if p.name == "nnpack")
     with conan_config.conan_lock(settings), log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
                   settings.logs_dir) as step:
+        # Written under the lock: another shell's build (other --jobs, cache) may have rewritten them.
+        conan_config.prepare_home(settings, target)
         conan_config.export_recipes(settings, [p.name for p in pins], step.log_path)
         try:
             conan_config.create(target, settings, "nnpack", step.log_path, backend=backend)
