@@ -203,7 +203,7 @@ def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", 
             "json": "print JSON (per layer and totals) on stdout instead of the table",
             "write": "also save the zoo model as an MXNet symbol file at this path"})
 @reports_errors
-def check_model(c, model, batch=1, shape="3,224,224", json=False, write=None):
+def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None):
     """Show which layers of an MXNet model run on NNPACK (this build and MXNet 1.0 rules) and their FLOP share."""
     from nnpack_toolchain.check_model import main as check_model_main
     from nnpack_toolchain.errors import ConfigurationError
@@ -227,7 +227,7 @@ def check_model(c, model, batch=1, shape="3,224,224", json=False, write=None):
             "no_pypi": "leave out the PyPI mxnet 1.9.1 (oneDNN) column on x86-64",
             "no_layers": "leave out the per-layer convolution times"})
 @reports_errors
-def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16,32", iterations=3, threads=None,
+def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16,32", iterations=None, threads=None,
           sweep="1,2,4", no_pypi=False, no_layers=False, home=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count."""
     from nnpack_toolchain import bench as benchmark

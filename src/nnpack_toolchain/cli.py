@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from .errors import ConfigurationError, ToolchainError
 from .log import console
-from .settings import Settings, default_home, parse_local_sources
+from .settings import Settings, default_home, parse_local_sources, source_date_epoch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -96,5 +96,6 @@ def make_settings(*, home: str | None = None, source_cache: str | None = None, j
         ccache=ccache,
         **kwargs,
     )
+    source_date_epoch(None)  # a bad $SOURCE_DATE_EPOCH is refused before any work
     writable_home(settings.home)  # after every option is checked: a bad option creates nothing
     return settings

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import time
 import uuid
@@ -49,7 +48,7 @@ import yaml
 
 from .errors import ToolchainError
 from .files import atomic_write_text
-from .settings import PROJECT_ROOT
+from .settings import PROJECT_ROOT, source_date_epoch
 from .sources import GITHUB_ARCHIVE, Mirror, Pin, load_pins, sha256_of
 from .sysroot import DEBIAN_SUITE
 from .targets import parse_target
@@ -379,8 +378,8 @@ def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | No
 
 
 def _timestamp() -> datetime:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    return datetime.fromtimestamp(int(epoch) if epoch else time.time(), tz=timezone.utc)
+    epoch = source_date_epoch(None)
+    return datetime.fromtimestamp(epoch if epoch is not None else time.time(), tz=timezone.utc)
 
 
 def _toolchain_version() -> str:

@@ -12,6 +12,24 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = PROJECT_ROOT / "recipes"
 PATCHES_DIR = PROJECT_ROOT / "patches"
 TEST_CHOICES = ("quick", "all", "none")
+ZIP_EPOCH = 315532800
+"""1980-01-01T00:00:00Z: the earliest time a zip (wheel) entry can carry."""
+
+
+def source_date_epoch(default: int | None) -> int | None:
+    """$SOURCE_DATE_EPOCH (reproducible-builds.org) as seconds, or `default` when unset."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        seconds = -1
+    if seconds < ZIP_EPOCH:
+        raise ConfigurationError(
+            f"SOURCE_DATE_EPOCH must be whole seconds since 1970, from {ZIP_EPOCH} (1980-01-01, the earliest "
+            f"time a wheel's zip entries can hold) on, not {value!r}; unset it to use the default")
+    return seconds
 
 
 def default_home() -> Path:

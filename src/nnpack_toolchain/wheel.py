@@ -36,6 +36,7 @@ from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .runner import capture, run
 from .settings import Settings
+from .settings import source_date_epoch as settings_source_date_epoch
 from .sources import sha256_of
 from .targets import TARGETS, Target
 
@@ -104,17 +105,57 @@ def target_of_wheel(wheel: Path) -> Target:
 
 
 def require_wheel_for(wheel: Path, target: Target) -> None:
-    """A clear refusal when a wheel built for one target is offered to another."""
+    """A clear refusal when a wheel built for one target is offered to another: by its tag, then by
+    the machine of every native library inside (a renamed wheel), and a corrupt file as such."""
     built_for = target_of_wheel(wheel)
     if built_for.name != target.name:
         raise ConfigurationError(
             f"{wheel.name} was built for {built_for.name}, not {target.name}; "
             f"build the {target.name} wheel with: invoke wheel --arch {target.name}"
         )
+    rebuild = f"rebuild it with: invoke wheel --arch {target.name}"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            broken = archive.testzip()
+            if broken:
+                raise ConfigurationError(f"{wheel.name} is corrupt ({broken} fails its CRC check); {rebuild}")
+            libraries = [n for n in archive.namelist() if NATIVE_LIBRARY.search(n)]
+            if not libraries:
+                raise ConfigurationError(f"{wheel.name} holds no native library, so it is no wheel of this "
+                                         f"toolchain; {rebuild}")
+            for name in libraries:
+                machine = elf_machine_of(archive.read(name)[:20])
+                if machine != target.elf_e_machine:
+                    raise ConfigurationError(
+                        f"{wheel.name} is tagged {target.name} but its {name} is {describe_machine(machine)}, "
+                        f"not {target.name} (a renamed wheel?); {rebuild}")
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ConfigurationError(f"{wheel.name} is not a valid wheel ({error}); {rebuild}") from None
+
+
+NATIVE_LIBRARY = re.compile(r"\.so(\.[0-9]+)*$")
+
+
+def elf_machine_of(header: bytes) -> int | None:
+    """e_machine of an ELF header (None when it is not ELF)."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+
+
+def describe_machine(machine: int | None) -> str:
+    if machine is None:
+        return "not an ELF file"
+    for target in TARGETS.values():
+        if target.elf_e_machine == machine:
+            return f"an ELF object for {target.name}"
+    return f"an ELF object for machine {machine}"
 
 
 def source_date_epoch() -> int:
-    return int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH))
+    epoch = settings_source_date_epoch(DEFAULT_SOURCE_DATE_EPOCH)
+    assert epoch is not None
+    return epoch
 
 
 def stage_package(spec: WheelSpec, staging: Path, log_path: Path) -> None:
