@@ -58,6 +58,7 @@ def demo_wheels(home: Settings, tmp_path_factory: pytest.TempPathFactory) -> dic
     return wheels
 
 
+@pytest.mark.network
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_demo_wheel_is_tagged_repaired_and_reproducible(name: str, demo_wheels: dict[str, tuple[Path, Path]]) -> None:
@@ -82,6 +83,7 @@ def test_demo_wheel_is_tagged_repaired_and_reproducible(name: str, demo_wheels: 
     assert again.read_bytes() == wheel.read_bytes(), "two builds from the same inputs differ"
 
 
+@pytest.mark.network
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_demo_wheel_installs_and_runs_on_its_target(name: str, demo_wheels: dict[str, tuple[Path, Path]],
@@ -96,6 +98,7 @@ def test_demo_wheel_installs_and_runs_on_its_target(name: str, demo_wheels: dict
     assert '"norm_3_4": 5.0' in proc.stdout
 
 
+@pytest.mark.network
 @pytest.mark.slow
 @pytest.mark.parametrize(("wheel_of", "installed_on"), [("arm64", "armv7"), ("arm64", "x86_64"), ("x86_64", "arm64")])
 def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installed_on: str, home: Settings,
@@ -108,6 +111,7 @@ def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installe
     assert not list(tmp_path.glob(".site-*")), "a rejected install left a temporary directory"
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_smoke_refuses_a_wheel_for_another_target(demo_wheels: dict[str, tuple[Path, Path]], home: Settings) -> None:
     with pytest.raises(ConfigurationError, match="was built for arm64, not armv7"):
@@ -132,6 +136,7 @@ def test_smoke_output_parsing() -> None:
     assert [(t.test, t.ok) for t in tests] == [("a", True), ("b", False)]
 
 
+@pytest.mark.network
 @pytest.mark.slow
 def test_missing_sysroot_package_is_named(home: Settings) -> None:
     with pytest.raises(SysrootPackageError, match="nntc-no-such-package"):

@@ -45,9 +45,9 @@ def test_a_renamed_wheel_is_refused_by_the_machine_of_its_libraries(tmp_path: Pa
 
 
 def test_a_wheel_of_the_right_machine_passes_the_check(tmp_path: Path) -> None:
-    from nnpack_toolchain.wheel import require_wheel_for
+    from nnpack_toolchain.wheel import require_wheel_contents
 
-    require_wheel_for(wheel_with(library_for("x86_64", tmp_path), tmp_path / X86_NAME), TARGETS["x86_64"])
+    require_wheel_contents(wheel_with(library_for("x86_64", tmp_path), tmp_path / X86_NAME), TARGETS["x86_64"])
 
 
 def test_a_truncated_wheel_is_refused(tmp_path: Path) -> None:

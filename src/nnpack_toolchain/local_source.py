@@ -43,7 +43,8 @@ def tree_digest(root: Path) -> str:
 
 def check_tree(name: str, root: Path, recipe_dir: Path) -> None:
     """Refuse a --source tree that lacks what conandata.yml's `local_source` requires, naming it."""
-    spec = (yaml.safe_load((recipe_dir / "conandata.yml").read_text()) or {}).get("local_source")
+    data = recipe_dir / "conandata.yml"
+    spec = (yaml.safe_load(data.read_text()) or {}).get("local_source") if data.is_file() else None
     if not spec:
         return
     problems = []

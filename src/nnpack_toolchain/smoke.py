@@ -23,7 +23,7 @@ from .settings import Settings
 from .target_env import python_env
 from .targets import Target
 from .wheel import RESULT_FILE as WHEEL_RESULT_FILE
-from .wheel import WheelResult, require_wheel_for
+from .wheel import WheelResult, require_wheel_contents, require_wheel_for
 
 SCRIPTS = Path(__file__).parent / "target_scripts"
 RESULT_FILE = "smoke-result.json"
@@ -88,6 +88,7 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
     if not wheel.is_file():
         raise ConfigurationError(f"{wheel} does not exist: run invoke wheel --arch {target.name}")
     require_wheel_for(wheel, target)
+    require_wheel_contents(wheel, target)
     result_path = settings.output_dir(target.name) / RESULT_FILE
     if not force and result_path.is_file():
         previous = SmokeResult.load(result_path)

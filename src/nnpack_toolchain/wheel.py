@@ -105,14 +105,17 @@ def target_of_wheel(wheel: Path) -> Target:
 
 
 def require_wheel_for(wheel: Path, target: Target) -> None:
-    """A clear refusal when a wheel built for one target is offered to another: by its tag, then by
-    the machine of every native library inside (a renamed wheel), and a corrupt file as such."""
+    """A clear refusal when a wheel built for one target is offered to another (by its tag)."""
     built_for = target_of_wheel(wheel)
     if built_for.name != target.name:
         raise ConfigurationError(
             f"{wheel.name} was built for {built_for.name}, not {target.name}; "
             f"build the {target.name} wheel with: invoke wheel --arch {target.name}"
         )
+
+
+def require_wheel_contents(wheel: Path, target: Target) -> None:
+    """Refuse a corrupt wheel, and one whose native libraries are for another machine (a renamed wheel)."""
     rebuild = f"rebuild it with: invoke wheel --arch {target.name}"
     try:
         with zipfile.ZipFile(wheel) as archive:
