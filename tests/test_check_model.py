@@ -169,8 +169,13 @@ def test_flop_share_arithmetic() -> None:
     assert report.layer("pool_a").decision(STRICT).on_nnpack
     data = report_to_json(report)
     assert data["totals"]["build"]["nnpack_flops"] == 30464
-    assert data["totals"]["strict_1_0"]["layers"]["Convolution"] == {"on_nnpack": 1, "total": 3}
+    assert data["totals"]["build"]["eligible_flops"] == 30464
+    build_totals = data["totals"]["build"]
+    assert build_totals["eligible_share"] == build_totals["nnpack_share"] == round(30464 / 35072, 6)
+    # "eligible" is the key now; "on_nnpack" stays for existing readers, with the same value
+    assert data["totals"]["strict_1_0"]["layers"]["Convolution"] == {"eligible": 1, "on_nnpack": 1, "total": 3}
     conv_c = next(layer for layer in data["layers"] if layer["name"] == "conv_c")
+    assert conv_c["build"]["eligible"] and not conv_c["strict_1_0"]["eligible"]
     assert conv_c["build"]["on_nnpack"] and not conv_c["strict_1_0"]["on_nnpack"]
     assert conv_c["strict_1_0"]["reasons"][0]["code"] == "no_bias_strict"
     json.dumps(data)  # plain JSON data
@@ -317,3 +322,55 @@ def test_cli_error_is_one_line_without_traceback(tmp_path: Path, capsys: pytest.
     assert exited.value.code == ConfigurationError.exit_code
     err = capsys.readouterr().err
     assert "error:" in err and "is not JSON" in err and "Traceback" not in err
+
+
+def test_output_says_eligible_and_explains_the_auto_policy() -> None:
+    buffer = io.StringIO()
+    main("zoo:resnet18", batch=8, console=Console(file=buffer, width=250))
+    text = buffer.getvalue()
+    assert "NNPACK runs" not in text and "layers on NNPACK" not in text
+    # ResNet-18 at batch 8 (see CONV_COUNTS): 14 of 21 convolutions and the FC eligible, no pooling.
+    assert "this build: eligible for NNPACK: 83.0% of the Convolution/FullyConnected/Pooling FLOPs" in text
+    assert "eligible layers: Convolution 14/21, Pooling 0/2, FullyConnected 1/1" in text
+    note = [line for line in text.splitlines() if line.startswith("eligible = ")]
+    assert len(note) == 1 and "MXNET_NNPACK_POLICY=auto" in note[0] and "MXNet may win" in note[0]
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 5}
+    assert "eligible" in rows["fc1"] and "NNPACK" not in rows["fc1"].replace("no:", "")
+    out = io.StringIO()
+    main("zoo:resnet18", batch=8, as_json=True, stdout=out)
+    data = json.loads(out.getvalue())
+    assert "MXNET_NNPACK_POLICY=auto" in data["eligibility"]
+    assert data["totals"]["build"]["layers"]["Convolution"] == {"eligible": 14, "on_nnpack": 14, "total": 21}
+
+
+def chain_symbol(inputs: list[int]) -> dict[str, Any]:
+    """data (#0), then one Activation per entry of `inputs`, taking its input from that node."""
+    nodes = [{"op": "null", "name": "data", "inputs": []}]
+    nodes += [{"op": "Activation", "name": name, "attrs": {"act_type": "relu"}, "inputs": [[source, 0, 0]]}
+              for name, source in zip("abcdef", inputs)]
+    return {"nodes": nodes, "arg_nodes": [0], "heads": [[len(nodes) - 1, 0, 0]]}
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    # a (#1) takes b (#2), b takes data: b comes after a, no cycle
+    ([2, 0], ("node #1 ('a', Activation) takes its input from node #2 ('b', Activation), which comes after it; "
+              "MXNet symbol files list every node after its inputs (topological order)")),
+    # a <- b <- a
+    ([2, 1], "the graph has a cycle: 'a' (#1) <- 'b' (#2) <- 'a' (#1) (each node takes its input from the next)"),
+    # a takes c, c takes b, b takes a: a <- c <- b <- a
+    ([3, 1, 2], "the graph has a cycle: 'a' (#1) <- 'c' (#3) <- 'b' (#2) <- 'a' (#1)"),
+    # b takes d, d takes c, c takes b; a is fine
+    ([0, 4, 2, 3], "the graph has a cycle: 'b' (#2) <- 'd' (#4) <- 'c' (#3) <- 'b' (#2)"),
+    # a takes itself
+    ([1], "node #1 ('a', Activation) takes its input from itself: a cycle"),
+])
+def test_cycles_and_forward_references_through_invoke(tmp_path: Path, inputs: list[int], message: str) -> None:
+    from conftest import run_invoke
+
+    path = write(tmp_path, json.dumps(chain_symbol(inputs)))
+    proc = run_invoke("check-model", str(path))
+    assert proc.returncode == ConfigurationError.exit_code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: {path}: ") and message in lines[0]
+    assert lines[0].endswith("save it again with mx.sym.save")

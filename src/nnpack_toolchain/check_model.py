@@ -1,11 +1,11 @@
-"""Which layers of an MXNet model run on NNPACK in this build, and what share of the work that is.
+"""Which layers of an MXNet model are eligible for NNPACK in this build, and what share of the work that is.
 
 ``invoke check-model MODEL`` reads an MXNet symbol file (the ``*-symbol.json`` written by
 ``mx.sym.save`` or ``HybridBlock.export``; or ``zoo:NAME`` for a model from
 :mod:`nnpack_toolchain.model_zoo`), infers every layer's output shape from the data shape
 ``(batch, *data_shape)``, and decides for each Convolution, Pooling and FullyConnected layer
-whether the patched operators (``patches/mxnet/0002``..``0005``) hand it to NNPACK, under two
-rule sets side by side:
+whether the patched operators (``patches/mxnet/0002``..``0005``) may hand it to NNPACK
+(*eligible*), under two rule sets side by side:
 
 * **this build** (:attr:`RuleSet.BUILD`): bias-free convolutions (``no_bias=True``, every
   convolution before a BatchNorm) run on NNPACK with a zero bias;
@@ -31,8 +31,13 @@ FLOP convention (multiply and add count as 2 FLOPs; bias additions are ignored):
   element; a global pooling's kernel is its whole input).
 
 Every other layer (activations, BatchNorm, LRN, element-wise sums, softmax, ...) counts 0
-FLOPs, so the NNPACK share printed is *the share of the Convolution + FullyConnected + Pooling
-FLOPs* that runs on NNPACK, not of all arithmetic in the model.
+FLOPs, so the share printed is *the share of the Convolution + FullyConnected + Pooling FLOPs*
+that is eligible for NNPACK, not of all arithmetic in the model.
+
+Eligible is not the same as run: under the default ``MXNET_NNPACK_POLICY=auto`` (patch 0007) the
+first calls of each eligible layer shape time MXNet's own code against NNPACK and keep the faster,
+so MXNet may win some eligible layers; ``MXNET_NNPACK_POLICY=always`` runs every eligible layer on
+NNPACK. ``MXNET_NNPACK_VERBOSE=1`` logs what a running model chose.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ from .errors import ConfigurationError
 Shape = tuple[int, ...]
 
 DEFAULT_DATA_SHAPE: Shape = (3, 224, 224)
+ELIGIBILITY_NOTE = ("eligible = this build may hand the layer to NNPACK; under the default MXNET_NNPACK_POLICY=auto "
+                    "it times MXNet's own code against NNPACK on the first calls and keeps the faster, so MXNet "
+                    "may win some eligible layers (MXNET_NNPACK_POLICY=always runs all of them on NNPACK; "
+                    "MXNET_NNPACK_VERBOSE=1 logs each choice)")
 SYMBOL_HINT = ("give the model's *-symbol.json (written by mx.sym.save or HybridBlock.export), "
                "or zoo:NAME for a built-in model")
 
@@ -71,7 +80,7 @@ class RuleSet(str, Enum):
 
 
 class ReasonCode(str, Enum):
-    """Why a layer does not run on NNPACK: one per condition the patched operators check."""
+    """Why a layer is not eligible for NNPACK: one per condition the patched operators check."""
 
     DTYPE = "dtype"
     NOT_2D = "not_2d"
@@ -96,13 +105,19 @@ class Reason:
 
 @dataclass(frozen=True)
 class Decision:
-    """NNPACK or not, under one rule set; `reasons` lists every failed condition."""
+    """Eligible for NNPACK or not, under one rule set; `reasons` lists every failed condition."""
 
     reasons: tuple[Reason, ...] = ()
 
     @property
-    def on_nnpack(self) -> bool:
+    def eligible(self) -> bool:
+        """The patched operator may hand the layer to NNPACK (the auto policy may still keep MXNet's code)."""
         return not self.reasons
+
+    @property
+    def on_nnpack(self) -> bool:
+        """Old name of `eligible`."""
+        return self.eligible
 
     @property
     def reason(self) -> str:
@@ -115,7 +130,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class LayerReport:
-    """A Convolution, Pooling or FullyConnected layer: the ops NNPACK can take."""
+    """A Convolution, Pooling or FullyConnected layer: the ops that can be eligible for NNPACK."""
 
     name: str
     op: str
@@ -131,7 +146,7 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class OtherLayer:
-    """Any other operator: never on NNPACK, counted as 0 FLOPs."""
+    """Any other operator: never eligible for NNPACK, counted as 0 FLOPs."""
 
     name: str
     op: str
@@ -142,13 +157,19 @@ class OtherLayer:
 class Totals:
     rules: RuleSet
     flops: int
-    nnpack_flops: int
-    #: op -> (layers on NNPACK, layers)
+    eligible_flops: int
+    #: op -> (layers eligible for NNPACK, layers)
     layers: dict[str, tuple[int, int]]
 
     @property
+    def nnpack_flops(self) -> int:
+        """Old name of `eligible_flops`."""
+        return self.eligible_flops
+
+    @property
     def share(self) -> float:
-        return self.nnpack_flops / self.flops if self.flops else 0.0
+        """The eligible share of the Convolution + FullyConnected + Pooling FLOPs."""
+        return self.eligible_flops / self.flops if self.flops else 0.0
 
 
 @dataclass
@@ -171,13 +192,13 @@ class ModelReport:
 
     def totals(self, rules: RuleSet = RuleSet.BUILD) -> Totals:
         counts: dict[str, tuple[int, int]] = {}
-        nnpack_flops = 0
+        eligible_flops = 0
         for layer in self.layers:
-            on = layer.decision(rules).on_nnpack
+            eligible = layer.decision(rules).eligible
             done, total = counts.get(layer.op, (0, 0))
-            counts[layer.op] = (done + on, total + 1)
-            nnpack_flops += layer.flops if on else 0
-        return Totals(rules, sum(layer.flops for layer in self.layers), nnpack_flops, counts)
+            counts[layer.op] = (done + eligible, total + 1)
+            eligible_flops += layer.flops if eligible else 0
+        return Totals(rules, sum(layer.flops for layer in self.layers), eligible_flops, counts)
 
 
 # Reading the symbol file -------------------------------------------------------------------------
@@ -251,8 +272,7 @@ def parse_nodes(symbol: Any, label: str = "<symbol>") -> list[Node]:
                             f"{len(raw_nodes)} nodes (#0..#{len(raw_nodes) - 1}): the symbol file is "
                             f"truncated or edited; save it again with mx.sym.save")
             if source >= index:
-                raise _fail(f"{where} takes its input from node #{source}, which comes after it; MXNet "
-                            f"symbol files list nodes in topological order; save it again with mx.sym.save")
+                raise _order_error(raw_nodes, index, source, label, where)
             inputs.append((source, entry[1]))
         if raw["op"] == "null" and inputs:
             raise _fail(f"{where}: a variable ('null' op) cannot have inputs")
@@ -262,6 +282,48 @@ def parse_nodes(symbol: Any, label: str = "<symbol>") -> list[Node]:
             isinstance(h, list) and h and isinstance(h[0], int) and 0 <= h[0] < len(nodes) for h in heads)):
         raise _fail(f"{label}: 'heads' must list [node, output, version] of existing nodes")
     return nodes
+
+
+def _raw_inputs(raw: Any, count: int) -> list[int]:
+    """The input node indices of a not yet validated node (whatever of it is well formed)."""
+    entries = raw.get("inputs") if isinstance(raw, dict) else None
+    return [e[0] for e in entries or [] if isinstance(e, list) and e and isinstance(e[0], int)
+            and not isinstance(e[0], bool) and 0 <= e[0] < count] if isinstance(entries, list) else []
+
+
+def _raw_label(raw_nodes: list[Any], index: int) -> str:
+    raw = raw_nodes[index]
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"{name!r} (#{index})" if isinstance(name, str) else f"#{index}"
+
+
+def _order_error(raw_nodes: list[Any], index: int, source: int, label: str, where: str) -> ConfigurationError:
+    """Node `index` takes an input from `source` >= index: a cycle through it, or a forward reference."""
+    fix = "the file was edited or corrupted; save it again with mx.sym.save"
+    if source == index:
+        return _fail(f"{where} takes its input from itself: a cycle, which an MXNet graph cannot have; {fix}")
+    path, seen = {source: index}, {source}
+    frontier = [source]
+    while frontier and index not in seen:  # does `source` depend on `index`? breadth-first along inputs
+        node = frontier.pop(0)
+        for parent in _raw_inputs(raw_nodes[node], len(raw_nodes)):
+            if parent not in seen:
+                seen.add(parent)
+                path[parent] = node
+                frontier.append(parent)
+    if index in seen:  # path[x] takes its input from x: follow it from `index` up to `source`
+        chain = [index]
+        while chain[-1] != source:
+            chain.append(path[chain[-1]])
+        cycle = [index, *reversed(chain)]  # index <- source <- ... <- index
+        names = " <- ".join(_raw_label(raw_nodes, i) for i in cycle)
+        return _fail(f"{label}: the graph has a cycle: {names} (each node takes its input from the next), which an "
+                     f"MXNet graph cannot have; {fix}")
+    other = raw_nodes[source]
+    what = (f" ({other['name']!r}, {other['op']})" if isinstance(other, dict) and isinstance(other.get("name"), str)
+            and isinstance(other.get("op"), str) else "")
+    return _fail(f"{where} takes its input from node #{source}{what}, which comes after it; MXNet symbol files list "
+                 f"every node after its inputs (topological order); {fix}")
 
 
 def mxnet_version(symbol: dict[str, Any]) -> int | None:
@@ -805,7 +867,7 @@ def _gflops(flops: int) -> str:
 
 def render_table(report: ModelReport) -> Table:
     """One row per Convolution, Pooling and FullyConnected layer, both rule sets side by side."""
-    table = Table(title=f"NNPACK coverage of {escape(report.model)}, input {report.data_input} "
+    table = Table(title=f"NNPACK eligibility of {escape(report.model)}, input {report.data_input} "
                         f"{_tuple_text(report.data_shape)}", title_justify="left")
     table.add_column("layer")
     table.add_column("op")
@@ -813,12 +875,13 @@ def render_table(report: ModelReport) -> Table:
     table.add_column("output", no_wrap=True)
     table.add_column("GFLOP", justify="right")
     for rules in RuleSet:
-        table.add_column(rules.label, overflow="fold")
+        table.add_column(rules.label, overflow="fold", min_width=len("eligible"))
     for layer in report.layers:
         cells = []
         for rules in RuleSet:
             decision = layer.decision(rules)
-            cells.append("[green]NNPACK[/green]" if decision.on_nnpack else f"[red]no:[/red] {escape(decision.reason)}")
+            cells.append("[green]eligible[/green]" if decision.eligible
+                         else f"[red]no:[/red] {escape(decision.reason)}")
         table.add_row(escape(layer.name), layer.op, escape(layer.summary), _tuple_text(layer.output_shape),
                       _gflops(layer.flops), *cells)
     return table
@@ -830,14 +893,15 @@ def summary_lines(report: ModelReport) -> list[str]:
     for rules in RuleSet:
         totals = report.totals(rules)
         counts = ", ".join(f"{op} {on}/{total}" for op, (on, total) in totals.layers.items())
-        lines.append(f"{rules.label}: NNPACK runs {_percent(totals.share)} of the Convolution/FullyConnected/Pooling "
-                     f"FLOPs ({_gflops(totals.nnpack_flops)} of {_gflops(totals.flops)} GFLOP); "
-                     f"layers on NNPACK: {counts or 'none'}")
+        lines.append(f"{rules.label}: eligible for NNPACK: {_percent(totals.share)} of the "
+                     f"Convolution/FullyConnected/Pooling FLOPs ({_gflops(totals.eligible_flops)} of "
+                     f"{_gflops(totals.flops)} GFLOP); eligible layers: {counts or 'none'}")
+    lines.append(ELIGIBILITY_NOTE)
     others = {}
     for layer in report.other_layers:
         others[layer.op] = others.get(layer.op, 0) + 1
     if others:
-        lines.append("never on NNPACK (counted as 0 FLOPs): "
+        lines.append("never eligible (counted as 0 FLOPs): "
                      + ", ".join(f"{op} {count}" for op, count in sorted(others.items())))
     lines.append(f"output shape: {', '.join(str(s) for s in report.output_shapes)}")
     lines.extend(f"note: {note}" for note in report.notes)
@@ -845,12 +909,17 @@ def summary_lines(report: ModelReport) -> list[str]:
 
 
 def _decision_json(decision: Decision) -> dict[str, Any]:
-    return {"on_nnpack": decision.on_nnpack, "reason": decision.reason or None,
+    # "on_nnpack" is the old name of "eligible", kept for existing readers
+    return {"eligible": decision.eligible, "on_nnpack": decision.eligible, "reason": decision.reason or None,
             "reasons": [{"code": r.code.value, "message": r.message} for r in decision.reasons]}
 
 
 def report_to_json(report: ModelReport) -> dict[str, Any]:
-    """The report as plain JSON data: per layer name, op, shapes, FLOPs and both decisions; totals."""
+    """The report as plain JSON data: per layer name, op, shapes, FLOPs and both decisions; totals.
+
+    The eligibility keys have old aliases with the same values (``on_nnpack``, ``nnpack_flops``,
+    ``nnpack_share``), from before the report said "eligible".
+    """
     return {
         "model": report.model,
         "mxnet_version": report.mxnet_version,
@@ -858,6 +927,7 @@ def report_to_json(report: ModelReport) -> dict[str, Any]:
         "data_shape": list(report.data_shape),
         "batch": report.batch,
         "output_shapes": [list(s) if s is not None else None for s in report.output_shapes],
+        "eligibility": ELIGIBILITY_NOTE,
         "flop_convention": "conv 2*N*Cout*Hout*Wout*Cin/groups*kh*kw; FC 2*N*in*out; pooling "
                            "N*C*Hout*Wout*kh*kw; other layers 0. Shares are of conv+FC+pooling FLOPs.",
         "layers": [
@@ -869,9 +939,11 @@ def report_to_json(report: ModelReport) -> dict[str, Any]:
         "other_layers": [{"name": o.name, "op": o.op, "output_shape": list(o.output_shape) if o.output_shape else None}
                          for o in report.other_layers],
         "totals": {
-            rules.value: {"label": rules.label, "flops": t.flops, "nnpack_flops": t.nnpack_flops,
-                          "nnpack_share": round(t.share, 6),
-                          "layers": {op: {"on_nnpack": on, "total": total} for op, (on, total) in t.layers.items()}}
+            rules.value: {"label": rules.label, "flops": t.flops, "eligible_flops": t.eligible_flops,
+                          "eligible_share": round(t.share, 6),
+                          "nnpack_flops": t.eligible_flops, "nnpack_share": round(t.share, 6),  # old names
+                          "layers": {op: {"eligible": n, "on_nnpack": n, "total": total}
+                                     for op, (n, total) in t.layers.items()}}
             for rules in RuleSet for t in [report.totals(rules)]
         },
         "notes": list(report.notes),

@@ -27,6 +27,7 @@ from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
 from .local_source import check_tree, tree_digest
 from .nnpack import verify_elf_machine
+from .progress import MakeObjects
 from .publish import ccache_remote_env
 from .runner import capture, run
 from .settings import RECIPES_DIR, Settings
@@ -162,7 +163,8 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
             # and nnvm sub-makes through MAKEFLAGS and break them.
             run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, f"CXX={compiler}"],
                 env=ccache_remote_env(base_dir=settings.home) if settings.ccache else None,
-                log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}")
+                log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}",
+                progress=MakeObjects(f"mxnet [{target.name}]"))
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None
         needed = verify_mxnet(target, library, step.log_path)

@@ -1,0 +1,210 @@
+"""Progress of long tool runs, read from their output as it streams into the log.
+
+`Counter` turns "N of M done" into a Rich bar with the time left on a terminal, and into a plain
+line every few percent elsewhere (CI logs). The followers plug into `runner.run(progress=...)`:
+`MakeObjects` counts the compiler commands make echoes (the total from `make -n`, objects
+already built on a resumed build count as done), `CtestTests` reads ctest's "3/16 Test #5:"
+lines.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from . import log
+
+#: A compiler command that makes an object file: `-c` and `-o NAME.o` as separate words.
+COMPILE_LINE = re.compile(r"^(?=.*(?:^|\s)-c(?:\s|$))(?=.*(?:^|\s)-o\s*\S+\.o(?:\s|$)).")
+#: ctest's line for a finished test: "  3/16 Test  #5: name ....   Passed    0.52 sec".
+CTEST_RESULT = re.compile(r"(?:^|\s)(\d+)/(\d+)\s+Test\s+#\s*\d+:")
+CTEST_START = re.compile(r"(?:^|\s)Test project \S")
+DRY_RUN_TIMEOUT = 300
+
+
+def duration_text(seconds: float) -> str:
+    """A rough duration for a time-left estimate: '45 s', '12 min', '1 h 05 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@dataclass
+class Counter:
+    """Shows `done` of `total` `unit` with an estimate of the time left (from this run's rate)."""
+
+    label: str
+    unit: str
+    console: Console = field(default_factory=lambda: log.console)
+    clock: Callable[[], float] = time.monotonic
+    every_percent: int = 5
+    every_unknown: int = 25
+    total: int | None = None
+    done: int = 0
+    done_at_start: int = 0
+    started: float = 0.0
+    begun: bool = field(default=False, init=False)
+    _last_step: int = field(default=-1, init=False, repr=False)
+    _bar: Progress | None = field(default=None, init=False, repr=False)
+    _task: TaskID | None = field(default=None, init=False, repr=False)
+
+    def begin(self, total: int | None, done: int = 0, *, started: float | None = None) -> None:
+        """Start counting; `done` were finished before this run (they do not count for the rate)."""
+        self.total, self.done, self.done_at_start, self.begun = total, done, done, True
+        self.started = self.clock() if started is None else started
+        if self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn(f"  {escape(self.label)} {escape(self.unit)}"), BarColumn(), MofNCompleteColumn(),
+                TaskProgressColumn(), TextColumn("{task.fields[eta]}"),
+                console=self.console, transient=True, auto_refresh=False, redirect_stdout=False,
+                redirect_stderr=False)
+            self._task = self._bar.add_task(self.label, total=total, completed=done, eta=self.eta(self.started))
+            self._bar.start()
+            self._bar.refresh()
+        else:
+            self._last_step = self._step()
+            if total is not None:
+                self._plain(f"{max(0, total - done)} to go" + (f", {done} done before" if done else ""))
+
+    def update(self, done: int) -> None:
+        """`done` units are finished now (counted from the start, including those done before)."""
+        if done == self.done:
+            return
+        self.done = done
+        if self.total is not None and done > self.total:
+            self.total = done  # the estimate of the total was low
+        eta = self.eta(self.clock())  # one clock reading per update, shown or not
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=self.total, eta=eta)
+            self._bar.refresh()
+            return
+        step = self._step()
+        if step > self._last_step:
+            self._last_step = step
+            self._plain(eta)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def eta(self, now: float) -> str:
+        """The time left at `now`, from the rate of this run (units done before it do not count)."""
+        if self.total is None:
+            return ""
+        remaining = self.total - self.done
+        if remaining <= 0:
+            return "finishing"
+        done_here = self.done - self.done_at_start
+        if done_here <= 0:
+            return "estimating the time left"
+        elapsed = now - self.started
+        return f"about {duration_text(elapsed / done_here * remaining)} left"
+
+    def _step(self) -> int:
+        if self.total is None:
+            return self.done // self.every_unknown
+        if self.total == 0:
+            return 100 // self.every_percent
+        return (100 * self.done // self.total) // self.every_percent
+
+    def _plain(self, note: str) -> None:
+        if self.total is None:
+            text = f"{self.unit} {self.done} (total unknown)"
+        else:
+            percent = 100 * self.done // self.total if self.total else 100
+            text = f"{self.unit} {self.done}/{self.total} ({percent}%), {note}"
+        self.console.print(f"  {escape(self.label)}: {escape(text)}")
+
+
+def count_compile_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if COMPILE_LINE.match(line))
+
+
+@dataclass
+class MakeObjects:
+    """Objects compiled by make, of all it would compile from scratch (`make -n -B`)."""
+
+    label: str
+    unit: str = "objects"
+    console: Console | None = None
+    clock: Callable[[], float] = time.monotonic
+    counter: Counter = field(init=False)
+    compiled: int = 0
+
+    def __post_init__(self) -> None:
+        self.counter = Counter(self.label, self.unit, self.console or log.console, self.clock)
+
+    def start(self, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> None:
+        to_build = self._dry_run(argv, cwd, env, [])
+        everything = self._dry_run(argv, cwd, env, ["-B"]) if to_build is not None else None
+        if to_build is None or everything is None:
+            self.counter.begin(None)
+            return
+        total = max(everything, to_build)
+        self.counter.begin(total, total - to_build)
+
+    def line(self, text: str) -> None:
+        if COMPILE_LINE.match(text):
+            self.compiled += 1
+            self.counter.update(self.counter.done_at_start + self.compiled)
+
+    def finish(self, ok: bool) -> None:
+        self.counter.close()
+
+    @staticmethod
+    def _dry_run(argv: Sequence[str], cwd: Path | None, env: Mapping[str, str], extra: list[str]) -> int | None:
+        """How many compiler commands make would run (None when the dry run fails)."""
+        try:
+            dry = subprocess.run([argv[0], "-n", *extra, *argv[1:]], cwd=cwd, env=dict(env), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                 timeout=DRY_RUN_TIMEOUT, errors="replace", check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return count_compile_lines(dry.stdout) if dry.returncode == 0 else None
+
+
+@dataclass
+class CtestTests:
+    """ctest's finished tests of its total, wherever ctest runs inside the tool (e.g. `conan create`)."""
+
+    label: str
+    unit: str = "tests"
+    console: Console | None = None
+    clock: Callable[[], float] = time.monotonic
+    counter: Counter = field(init=False)
+    _suite_started: float | None = None
+
+    def __post_init__(self) -> None:
+        self.counter = Counter(self.label, self.unit, self.console or log.console, self.clock)
+
+    def start(self, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> None:
+        """Nothing to ask beforehand: the total comes with ctest's first result line."""
+
+    def line(self, text: str) -> None:
+        if CTEST_START.search(text):
+            self._suite_started = self.clock()
+            return
+        match = CTEST_RESULT.search(text)
+        if not match:
+            return
+        done, total = int(match.group(1)), int(match.group(2))
+        if not self.counter.begun or total != self.counter.total or done < self.counter.done:
+            self.counter.close()
+            started = self._suite_started if self._suite_started is not None else self.clock()
+            self.counter = Counter(self.label, self.unit, self.counter.console, self.clock)
+            self.counter.begin(total, 0, started=started)
+        self.counter.update(done)
+
+    def finish(self, ok: bool) -> None:
+        self.counter.close()
