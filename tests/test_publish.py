@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_sources, shared_source_cache
+from conftest import require_sources, run_invoke, shared_source_cache
 from nnpack_toolchain import conan_config, publish
 from nnpack_toolchain.errors import ConfigurationError
 from nnpack_toolchain.runner import run
 from nnpack_toolchain.settings import Settings, default_home
-from nnpack_toolchain.sources import load_pins
+from nnpack_toolchain.sources import SourceCache, load_pins, pins_for_backend
 from nnpack_toolchain.targets import TARGETS
 
 CONAN_SERVER_VERSION = "2.33.0"  # newest on PyPI; serves the Conan 2.34 client (REST v2)
@@ -126,8 +126,45 @@ def conan_server(tmp_path_factory: pytest.TempPathFactory):
             proc.wait()
 
 
+def toolchain_filled_cache(root: Path) -> Path:
+    """A fresh source cache filled by the toolchain (import of the shared cache's files), holding
+    every pinned source the shared cache has, also those no build here uses: `conan upload` reads
+    the metadata of every file of the download cache, not only of those Conan itself fetched."""
+    shared = SourceCache(shared_source_cache())
+    cache = SourceCache(root)
+    for pin in load_pins().values():
+        mirror = shared.cached_mirror(pin)
+        if mirror is not None:
+            cache.import_file(pin, shared.path(mirror.sha256))
+    return root
+
+
 def fresh_settings(home: Path) -> Settings:
-    return Settings(home=home, source_cache=shared_source_cache(), jobs=os.cpu_count() or 1)
+    """A machine where nothing ran before: empty home, its own source cache filled by the toolchain."""
+    return Settings(home=home, source_cache=toolchain_filled_cache(home / "sources"), jobs=os.cpu_count() or 1)
+
+
+UPLOADED = re.compile(r"Uploading (recipe|package) '([^']+)'")
+SKIPPED = re.compile(r"(Recipe|Package) '([^']+)' already in server, skipping upload")
+
+
+def upload_log(settings: Settings, target) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """What Conan's upload of the last publish says it uploaded and skipped: (kind, reference) pairs."""
+    text = (settings.logs_dir / f"publish-{target.name}.log").read_text()
+    return ({(k.lower(), ref) for k, ref in UPLOADED.findall(text)},
+            {(k.lower(), ref) for k, ref in SKIPPED.findall(text)})
+
+
+def published_binaries(settings: Settings, remote: str, pattern: str, log_path: Path, out: Path) -> dict[str, int]:
+    """Binaries per package name on the remote, as `conan list -r` of another home reports them."""
+    run([*conan_config.conan_command(), "list", pattern, "-r", remote, "--format=json", f"--out-file={out}"],
+        env=conan_config.conan_env(settings), log_path=log_path, what="conan list -r")
+    result: dict[str, int] = {}
+    for name_version, entry in json.loads(out.read_text())[remote].items():
+        for revision in entry.get("revisions", {}).values():
+            result[name_version.split("/")[0]] = result.get(name_version.split("/")[0], 0) + len(
+                revision.get("packages", {}))
+    return result
 
 
 def graph_nodes(settings: Settings, target, reference: str, log_path: Path, out: Path) -> dict[str, dict]:
@@ -172,8 +209,12 @@ def test_second_home_downloads_published_binaries_instead_of_building(conan_serv
     assert {"nntc-base", "fxdiv", "pthreadpool"} <= names, result
     assert result.binaries == 2, result  # pthreadpool for arm64, fxdiv (header-only)
     assert SERVER_PASSWORD not in "".join(p.read_text() for p in a.logs_dir.glob("*.log"))
-    again = publish.publish(a, target, REMOTE, package="pthreadpool")  # what the server has is skipped
-    assert again.recipes == result.recipes
+    uploaded, skipped = upload_log(a, target)  # (what an earlier test put on this server is skipped)
+    assert {(kind, ref.split("#")[0]) for kind, ref in uploaded} >= {("recipe", reference), ("package", reference)}
+    # Publishing again: Conan itself says it skips everything the server already has.
+    publish.publish(a, target, REMOTE, package="pthreadpool")
+    uploaded_again, skipped_again = upload_log(a, target)
+    assert not uploaded_again and skipped_again == uploaded | skipped, (uploaded_again, skipped_again, uploaded)
 
     # Machine B: an empty Conan home with the remote (anonymous read access).
     b = fresh_settings(tmp_path / "b")
@@ -207,6 +248,59 @@ def test_second_home_downloads_published_binaries_instead_of_building(conan_serv
     prevs_a = package_revisions(a, log_a, tmp_path / "list-a.json")
     prevs_b = package_revisions(b, log_b, tmp_path / "list-b.json")
     assert prevs_b["pthreadpool"] == prevs_a["pthreadpool"], (prevs_a, prevs_b)
+
+
+def test_publish_uploads_from_a_source_cache_the_toolchain_filled(conan_server, tmp_path, monkeypatch):
+    """Header-only fxdiv, seconds: `conan upload` reads the metadata of every file of the download
+    cache (here also NNPACK's, six's, ... which no Conan build touched), then uploads."""
+    require_sources("fxdiv")
+    target = TARGETS["arm64"]
+    a = fresh_settings(tmp_path / "a")
+    conan_config.prepare_home(a, target)
+    conan_config.export_recipes(a, ["fxdiv"], tmp_path / "a.log")
+    conan_config.create(target, a, "fxdiv", tmp_path / "a.log")
+    monkeypatch.delenv(publish.PASSWORD_ENV, raising=False)
+    publish.add_remote(a, REMOTE, conan_server, user="demo", password=SERVER_PASSWORD)
+    publish.publish(a, target, REMOTE, package="fxdiv")
+    uploaded, skipped = upload_log(a, target)  # skipped: an earlier test of this server uploaded them
+    fxdiv = load_pins()["fxdiv"].reference
+    assert {(kind, ref.split("#")[0]) for kind, ref in uploaded | skipped} == {
+        ("recipe", fxdiv), ("recipe", "nntc-base/1.0"), ("package", fxdiv)}, (uploaded, skipped)
+    b = Settings(home=tmp_path / "b")
+    publish.add_remote(b, REMOTE, conan_server)
+    assert published_binaries(b, REMOTE, f"{fxdiv}:*", tmp_path / "b.log", tmp_path / "b.json") == {"fxdiv": 1}
+
+
+@pytest.mark.slow
+def test_fresh_home_builds_nnpack_for_arm64_and_publishes_it_through_the_cli(conan_server, tmp_path):
+    """The issue's "what must hold": `invoke fetch`, `invoke nnpack --arch arm64`, `invoke publish`
+    on a home where nothing ran before, to a loopback conan_server."""
+    pins = pins_for_backend("neon")
+    require_sources(*(p.name for p in pins))
+    home = tmp_path / "home"
+    # The shared cache's files, as an older `invoke fetch` (or a copy without them) left them: no .json.
+    blobs = home / "sources" / "s"
+    blobs.mkdir(parents=True)
+    for blob in (shared_source_cache() / "s").iterdir():
+        if blob.is_file() and not blob.name.endswith((".json", ".dirty")):
+            shutil.copyfile(blob, blobs / blob.name)
+    env = {publish.PASSWORD_ENV: SERVER_PASSWORD}
+    fetched = run_invoke("fetch", "--offline", *[a for p in pins for a in ("--package", p.name)],
+                         "--home", str(home))
+    assert fetched.returncode == 0, fetched.stderr
+    built = run_invoke("nnpack", "--arch", "arm64", "--tests", "none", "--home", str(home))
+    assert built.returncode == 0, built.stderr[-4000:]
+    published = run_invoke("publish", "--arch", "arm64", "--remote", REMOTE, "--url", conan_server, "--user", "demo",
+                           "--tests", "none", "--home", str(home), env=env)
+    assert published.returncode == 0, published.stderr[-4000:]
+    nnpack = load_pins()["nnpack"].reference
+    assert f"published [arm64] {nnpack} to {REMOTE}: " in published.stderr + published.stdout
+    uploaded, _ = upload_log(Settings(home=home), TARGETS["arm64"])
+    assert ("package", nnpack) in {(kind, ref.split("#")[0]) for kind, ref in uploaded}, uploaded
+    other = Settings(home=tmp_path / "other")
+    publish.add_remote(other, REMOTE, conan_server)
+    assert published_binaries(other, REMOTE, f"{nnpack}:*", tmp_path / "other.log", tmp_path / "other.json") == {
+        "nnpack": 1}
 
 
 def test_offline_conan_commands_never_use_a_remote(tmp_path):

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import log
+from .conan_home import check_conan_home
 from .errors import BuildError
+from .progress import CtestTests
 from .runner import run
 from .settings import RECIPES_DIR, Settings
 from .targets import Target
@@ -132,6 +134,7 @@ def prepare_home(settings: Settings, target: Target) -> None:
 
     Under the Conan home's lock: another shell's build reads these files while its Conan runs.
     """
+    check_conan_home(settings.conan_home)  # before anything is written into another Conan's home
     with conan_lock(settings):
         _write_home_files(settings, target)
 
@@ -202,7 +205,7 @@ def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, b
     no_test_package = ["--test-folder="] if settings.tests == "none" else []  # --tests none: no tests at all
     run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
          "--build=missing", *rebuild_local, *no_test_package], env=conan_env(settings), log_path=log_path,
-        what=f"conan create {recipe} for {target.name}")
+        what=f"conan create {recipe} for {target.name}", progress=CtestTests(f"{recipe} [{target.name}]"))
 
 
 _held = threading.local()

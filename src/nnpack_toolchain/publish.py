@@ -10,6 +10,8 @@
   configured downloads what the first one published. Recipes are still exported from the
   checkout, so a binary is found only for identical recipes (same recipe revision). Offline
   builds pass `--no-remote` (conan_config.package_args) and never touch a remote.
+- `conan upload` also walks the download cache (the source cache): every file there needs
+  Conan's `<sha256>.json`, which is written for any file that lacks it before uploading.
 - `ccache_remote_env` is the environment for ccache's remote storage, for the MXNet make.
 """
 
@@ -22,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import conan_config, log
+from .conan_home import check_conan_home
 from .errors import BuildError, ConfigurationError
 from .nnpack import resolve_backend
 from .runner import run
 from .settings import Settings
-from .sources import pins_for_backend
+from .sources import load_pins, pins_for_backend, source_cache
 from .targets import Target
 
 PASSWORD_ENV = "NNTC_CONAN_PASSWORD"
@@ -81,6 +84,7 @@ def add_remote(settings: Settings, name: str, url: str, *, user: str | None = No
     if user and not password:
         raise ConfigurationError(f"logging in to Conan remote {name!r} as {user!r} needs a password: "
                                  f"set ${PASSWORD_ENV}")
+    check_conan_home(settings.conan_home)
     _ensure_remote_list(settings)
     what = f"Conan remote {name} -> {url}{f' as {user}' if user else ''}"
     with (log.step("remote", name, what, settings.logs_dir) as step,
@@ -128,6 +132,7 @@ def publish(settings: Settings, target: Target, remote: str, *, package: str = "
     """
     if settings.offline:
         raise ConfigurationError("publish uploads to a Conan remote; it cannot run with --offline")
+    check_conan_home(settings.conan_home)
     backend = resolve_backend(target, settings)
     pins = {p.name: p for p in pins_for_backend(backend)}
     if package not in pins:
@@ -163,6 +168,11 @@ def publish(settings: Settings, target: Target, remote: str, *, package: str = "
         # would drop the python_requires (Conan compares their status "Cache" to "cache").
         run([*conan, "list", f"--graph={graph_file}", "--graph-recipes=*", "--graph-binaries=cache",
              "--format=json", f"--out-file={list_file}"], env=env, log_path=step.log_path, what="conan list --graph")
+        # Conan's upload reads the metadata of every file of the download cache (the source cache).
+        backfilled = source_cache(settings).backfill_metadata(load_pins().values())
+        if backfilled:
+            with open(step.log_path, "a", encoding="utf-8") as stream:
+                stream.write(f"wrote Conan's metadata of cached sources: {', '.join(backfilled)}\n")
         run([*conan, "upload", f"--list={list_file}", "-r", remote, "--confirm"],
             env={**env, **_credentials_env(remote, user, os.environ.get(PASSWORD_ENV))},
             log_path=step.log_path, what=f"conan upload to {remote}")
