@@ -56,7 +56,7 @@ def setup(c, arch="all"):
 def fetch(c, offline=False, home=None, source_cache=None, from_git=None, package=None):
     """Fill the source cache with every pinned source (verified by sha256)."""
     settings = make_settings(home=home, source_cache=source_cache, offline=offline)
-    fetch_sources(settings, names=package or None, from_git=parse_local_sources(from_git))
+    fetch_sources(settings, names=package or None, from_git=parse_local_sources(from_git, "--from-git"))
 
 
 @task(iterable=["source"], help=COMMON_HELP)

@@ -77,3 +77,8 @@ def test_keep_going_exit_code_and_report_through_the_cli(keep_going: bool, tmp_p
     assert targets["armv7"]["fetch"] == "failed"
     assert targets["arm64"]["fetch"] == ("failed" if keep_going else "not_run")
     assert set(targets["arm64"].values()) - {"failed", "not_run"} == set()
+
+
+def test_from_git_without_a_directory_names_its_own_option(tmp_path: Path) -> None:
+    refused(run_invoke("fetch", "--from-git", "nnpack", "--home", str(tmp_path / "h")), 2,
+            "--from-git expects NAME=DIR, got 'nnpack'")

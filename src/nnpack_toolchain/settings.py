@@ -78,12 +78,12 @@ class Settings:
         return self.home / "out" / target_name
 
 
-def parse_local_sources(values: list[str] | None) -> dict[str, Path]:
-    """Parse repeated `--source NAME=DIR` options."""
+def parse_local_sources(values: list[str] | None, option: str = "--source") -> dict[str, Path]:
+    """Parse repeated `--source NAME=DIR` (or `--from-git NAME=DIR`) options."""
     result: dict[str, Path] = {}
     for value in values or []:
         name, sep, directory = value.partition("=")
         if not sep or not name or not directory:
-            raise ConfigurationError(f"--source expects NAME=DIR, got {value!r}")
+            raise ConfigurationError(f"{option} expects NAME=DIR, got {value!r}")
         result[name.strip().lower()] = Path(directory).expanduser().resolve()
     return result
