@@ -49,7 +49,14 @@ def parse_count(value: object, option: str, *, default_hint: str = "") -> int | 
 
 
 def writable_home(home: Path) -> Path:
-    """The toolchain home, created if needed; refuses one this user cannot write to."""
+    """The toolchain home, created if needed; refuses one this user cannot write to, and one whose
+    path Debian 12's pkg-config cannot pass to Meson (non-ASCII bytes come out backslash-escaped)."""
+    odd = sorted(set(c for c in str(home) if ord(c) > 127), key=str(home).index)
+    if odd:
+        raise ConfigurationError(
+            f"toolchain home {home} has non-ASCII characters ({', '.join(odd)}): Debian 12's pkg-config "
+            "escapes them byte by byte and Meson cannot read the NNPACK test package's flags; choose a path "
+            "of ASCII characters (spaces are fine) with --home DIR or $NNPACK_TOOLCHAIN_HOME")
     try:
         home.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=home, prefix=".nntc-write-test-"):
