@@ -1,40 +1,89 @@
+"""The private Conan home: profiles, global.conf and Meson machine files, compared with reviewed
+files in tests/expected/ and read back by Conan itself."""
+
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from nnpack_toolchain import conan_config
 from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.targets import TARGETS
 
-
-def conf_lines(text: str) -> dict[str, str]:
-    body = text.split("[conf]", 1)[1]
-    return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+EXPECTED = Path(__file__).parent / "expected"
 
 
-def test_profiles_come_from_the_target_model(tmp_path):
-    settings = Settings(home=tmp_path)
+def reviewed(name: str, settings: Settings) -> str:
+    """A reviewed file of tests/expected/ with this home's paths filled in."""
+    return (EXPECTED / name).read_text().replace("@CONAN_HOME@", str(settings.conan_home)) \
+        .replace("@SOURCE_CACHE@", str(settings.sources_dir))
+
+
+def conan(settings: Settings, *args: str) -> str:
+    """Conan's own reading of the home (its CLI, with CONAN_HOME set)."""
+    proc = subprocess.run([sys.executable, "-m", "conans.conan", *args],
+                          env={**os.environ, **conan_config.conan_env(settings)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def home(tmp_path) -> Settings:
+    settings = Settings(home=tmp_path / "home", source_cache=tmp_path / "source cache", jobs=2)
     for target in TARGETS.values():
         conan_config.prepare_home(settings, target)
-    profiles = tmp_path / "conan" / "profiles"
-    armv7 = (profiles / "nntc-armv7").read_text()
-    assert "arch=armv7hf" in armv7
-    conf = conf_lines(armv7)
-    assert conf["tools.cmake.cmaketoolchain:system_processor"] == "armv7l"
-    assert json.loads(conf["tools.build:cflags"]) == list(TARGETS["armv7"].compiler_flags)
-    extra = json.loads(conf["tools.cmake.cmaketoolchain:extra_variables"])
-    assert extra["CMAKE_CROSSCOMPILING_EMULATOR"] == "qemu-arm;-L;/usr/arm-linux-gnueabihf"
-    assert conf["tools.build.cross_building:can_run"] == "True"
-    x86 = conf_lines((profiles / "nntc-x86_64").read_text())
-    assert "CMAKE_CROSSCOMPILING_EMULATOR" not in json.loads(x86["tools.cmake.cmaketoolchain:extra_variables"])
-    assert "tools.build.cross_building:can_run" not in x86
-    assert "sources" in (tmp_path / "conan" / "global.conf").read_text()
-    assert json.loads((tmp_path / "conan" / "remotes.json").read_text()) == {"remotes": []}
+    return settings
 
 
-def test_machine_file_forces_the_qemu_wrapper(tmp_path):
-    text = conan_config.machine_file(TARGETS["arm64"])
-    assert "needs_exe_wrapper = true" in text
-    assert "exe_wrapper = ['qemu-aarch64', '-L', '/usr/aarch64-linux-gnu']" in text
-    assert "exe_wrapper" not in conan_config.machine_file(TARGETS["x86_64"])
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_host_profiles_match_the_reviewed_ones(home, name):
+    written = (home.conan_home / "profiles" / f"nntc-{name}").read_text()
+    assert written == reviewed(f"conan-profile-nntc-{name}", home)
+
+
+def test_build_profile_global_conf_and_remotes_match_the_reviewed_ones(home):
+    profiles = home.conan_home / "profiles"
+    assert (profiles / "nntc-build").read_text() == reviewed("conan-profile-nntc-build", home)
+    assert (profiles / "default").read_text() == reviewed("conan-profile-nntc-build", home)
+    assert (home.conan_home / "global.conf").read_text() == reviewed("conan-global.conf", home)
+    assert json.loads((home.conan_home / "remotes.json").read_text()) == {"remotes": []}
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_machine_files_match_the_reviewed_ones(home, name):
+    written = (home.conan_home / "machine-files" / f"{name}.ini").read_text()
+    assert written == reviewed(f"meson-machine-{name}.ini", home)
+
+
+def test_conan_reads_the_source_cache_from_global_conf(home):
+    shown = conan(home, "config", "show", "core.sources:download_cache")
+    assert shown.strip() == f"core.sources:download_cache: {home.sources_dir}"
+
+
+@pytest.mark.parametrize("name, arch", [("x86_64", "x86_64"), ("armv7", "armv7hf"), ("arm64", "armv8")])
+def test_conan_reads_each_host_profile_as_the_target(home, name, arch):
+    shown = json.loads(conan(home, "profile", "show", "-pr:h", f"nntc-{name}", "-pr:b", "nntc-build",
+                             "--format=json"))
+    host, build = shown["host"], shown["build"]
+    assert host["settings"]["arch"] == arch and build["settings"]["arch"] == "x86_64"
+    compilers = host["conf"]["tools.build:compiler_executables"]
+    # The compiler version in the profile is the one the cross compiler reports.
+    for compiler in compilers.values():
+        version = subprocess.run([compiler, "-dumpversion"], capture_output=True, text=True, check=True).stdout
+        assert version.strip().split(".")[0] == host["settings"]["compiler.version"], compiler
+    assert host["conf"]["tools.build:jobs"] == 2
+    assert host["conf"]["user.nntc:source_cache"] == str(home.sources_dir)
+
+
+def test_without_ccache_the_profile_has_no_compiler_launcher(tmp_path):
+    settings = Settings(home=tmp_path, ccache=False)
+    conan_config.prepare_home(settings, TARGETS["arm64"])
+    text = (tmp_path / "conan" / "profiles" / "nntc-arm64").read_text()
+    assert "COMPILER_LAUNCHER" not in text
+    assert 'extra_variables={"CMAKE_CROSSCOMPILING_EMULATOR": "qemu-aarch64;-L;/usr/aarch64-linux-gnu"}' in text
 
 
 def test_unchanged_files_are_not_rewritten(tmp_path):

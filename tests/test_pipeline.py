@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from conftest import REPO, require_sources, shared_source_cache
+from conftest import MXNET_BUILD_HOME, REPO, require_sources, shared_source_cache
 from nnpack_toolchain import pipeline
 from nnpack_toolchain.errors import BuildError
-from nnpack_toolchain.report import read_report
-from nnpack_toolchain.settings import Settings, default_home
+from nnpack_toolchain.report import read_report, summary_markdown
+from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.targets import TARGETS
 
 
+README_STEPS = ("fetch", "nnpack", "configure", "mxnet", "wheel", "smoke")
+"""The order of `invoke build`'s steps as the README documents it (not read from the code)."""
+
+
 def fake_steps(monkeypatch: pytest.MonkeyPatch, calls: list[str], *, fail: tuple[str, str] | None = None,
-               up_to_date: bool = False, tmp_path: Path) -> None:
+               up_to_date: bool | set[str] = False, tmp_path: Path) -> None:
+    """Replace every step by a recorder; `up_to_date` is a flag for all steps or the set of steps that are."""
     artifact = tmp_path / "artifact.bin"
     artifact.write_bytes(b"x" * 10)
 
@@ -32,10 +41,11 @@ def fake_steps(monkeypatch: pytest.MonkeyPatch, calls: list[str], *, fail: tuple
                 raise BuildError(f"{step} broke", log_path=tmp_path / "log")
             tests = pipeline.TestCounts(passed=3) if step == "smoke" else None
             artifacts = [pipeline.Artifact.from_path("wheel", artifact)] if step == "wheel" else []
-            return pipeline.StepOutcome(up_to_date, f"{step} detail", artifacts, tests)
+            fresh = step in up_to_date if isinstance(up_to_date, set) else up_to_date
+            return pipeline.StepOutcome(fresh, f"{step} detail", artifacts, tests)
         return run_step
 
-    monkeypatch.setattr(pipeline, "STEP_FUNCTIONS", {s: make(s) for s in pipeline.STEPS})
+    monkeypatch.setattr(pipeline, "STEP_FUNCTIONS", {s: make(s) for s in README_STEPS})
 
 
 def test_steps_run_in_order_and_the_report_validates(monkeypatch, tmp_path: Path) -> None:
@@ -43,20 +53,66 @@ def test_steps_run_in_order_and_the_report_validates(monkeypatch, tmp_path: Path
     fake_steps(monkeypatch, calls, tmp_path=tmp_path)
     report_path = tmp_path / "report.json"
     report = pipeline.run_build([TARGETS["arm64"]], Settings(home=tmp_path / "home"), report_path=report_path)
-    assert calls == [f"{s}:arm64" for s in pipeline.STEPS]
+    assert calls == ["fetch:arm64", "nnpack:arm64", "configure:arm64", "mxnet:arm64", "wheel:arm64", "smoke:arm64"]
     assert report.is_ok
     data = read_report(report_path)  # validates against the schema
     (target,) = data["targets"]
-    assert [s["step"] for s in target["steps"]] == list(pipeline.STEPS)
+    assert [s["step"] for s in target["steps"]] == list(README_STEPS)
     assert {s["status"] for s in target["steps"]} == {"built"}
     assert target["tests"] == {"passed": 3, "failed": 0, "skipped": 0}
     assert target["artifacts"][0]["size"] == 10
 
 
-def test_up_to_date_steps_are_reported_as_such(monkeypatch, tmp_path: Path) -> None:
-    fake_steps(monkeypatch, [], up_to_date=True, tmp_path=tmp_path)
-    report = pipeline.run_build([TARGETS["x86_64"]], Settings(home=tmp_path / "home"))
-    assert {s.status for s in report.targets[0].steps} == {"up_to_date"}
+def summary_text(report) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(pipeline.summary_table(report))
+    return console.export_text()
+
+
+def test_each_steps_own_status_reaches_the_report_and_the_summary(monkeypatch, tmp_path: Path) -> None:
+    """Mixed outcomes: every step keeps its own status in the JSON report, the table and the Markdown summary."""
+    fake_steps(monkeypatch, [], up_to_date={"fetch", "configure", "smoke"}, tmp_path=tmp_path)
+    report_path = tmp_path / "report.json"
+    report = pipeline.run_build([TARGETS["x86_64"]], Settings(home=tmp_path / "home"), report_path=report_path)
+    data = read_report(report_path)
+    statuses = {s["step"]: s["status"] for s in data["targets"][0]["steps"]}
+    assert statuses == {"fetch": "up_to_date", "nnpack": "built", "configure": "up_to_date", "mxnet": "built",
+                        "wheel": "built", "smoke": "up_to_date"}
+    assert data["ok"] and data["targets"][0]["ok"]
+    table = summary_text(report)
+    for line in ("fetch: up to date", "nnpack: built", "configure: up to date", "mxnet: built", "wheel: built",
+                 "smoke: up to date"):
+        assert line in table, table
+    row = next(l for l in summary_markdown(data).splitlines() if l.startswith("| x86_64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert [c.split()[0] for c in cells[2:8]] == ["up_to_date", "built", "up_to_date", "built", "built",
+                                                   "up_to_date"]
+
+
+def test_the_configure_step_is_up_to_date_exactly_when_config_mk_keeps_its_content(monkeypatch, tmp_path: Path) -> None:
+    """A decision the pipeline makes itself: the real configure step, run three times through run_build."""
+    from nnpack_toolchain import configure as configure_module
+
+    from test_configure import fake_nnpack
+
+    fake_steps(monkeypatch, [], tmp_path=tmp_path)
+    monkeypatch.setitem(pipeline.STEP_FUNCTIONS, "configure", pipeline.configure_step)
+    monkeypatch.setattr(pipeline, "CONFIGURED", {})
+    root = {"path": "/opt/nntc"}
+    monkeypatch.setattr(configure_module, "load_nnpack",
+                        lambda target, settings: fake_nnpack(target.name, root["path"]))
+    monkeypatch.setattr(configure_module, "build_sysroot", lambda target, settings, packages: tmp_path / "sysroot")
+    settings = Settings(home=tmp_path / "home")
+
+    def configure_status() -> str:
+        report = pipeline.run_build([TARGETS["arm64"]], settings)
+        return {s.step: s.status for s in report.targets[0].steps}["configure"]
+
+    assert configure_status() == "built"  # no config.mk yet
+    assert configure_status() == "up_to_date"  # same inputs, same content
+    root["path"] = "/srv/elsewhere"  # NNPACK now lives elsewhere: config.mk changes
+    assert configure_status() == "built"
+    assert "/srv/elsewhere/out/arm64" in (settings.output_dir("arm64") / "config.mk").read_text()
 
 
 def test_a_failed_step_stops_its_target_and_by_default_the_rest(monkeypatch, tmp_path: Path) -> None:
@@ -104,28 +160,75 @@ def invoke(*args: str, home: Path, timeout: float = 3600) -> subprocess.Complete
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+NNPACK_REF = "nnpack/0.0.0.cci.20230202"
+DEPENDENCIES = ("cpuinfo", "pthreadpool", "fxdiv", "fp16", "psimd", "googletest")
+NNPACK_COMPILES = re.compile(r"^\[\d+/\d+\] Building C object CMakeFiles/nnpack\.dir/", re.M)
+"""Ninja compiling one of NNPACK's own objects: only NNPACK's CMakeLists has a target `nnpack`."""
+
+
+def nnpack_compiling(log_text: str) -> bool:
+    """Conan has entered NNPACK's build() and Ninja compiles NNPACK's own sources."""
+    begin = log_text.find(f">>> Build step for {NNPACK_REF}")
+    return begin >= 0 and NNPACK_COMPILES.search(log_text, begin) is not None
+
+
+def conan_binaries(home: Path, name: str) -> list[str]:
+    """Package ids of `name` in the Conan cache of a toolchain home (what `conan list` says)."""
+    proc = subprocess.run([sys.executable, "-m", "conans.conan", "list", f"{name}/*:*", "--format=json"],
+                          env={**os.environ, "CONAN_HOME": str(home / "conan"), "NO_COLOR": "1"},
+                          capture_output=True, text=True, check=True)
+    found = json.loads(proc.stdout)["Local Cache"]
+    return [pid for ref in found.values() for rev in ref.get("revisions", {}).values()
+            for pid in rev.get("packages", {})]
+
+
+def requirement_sources(log_text: str) -> dict[str, str]:
+    """From the last 'Requirements' list Conan printed: package name -> Cache | Build | Download ..."""
+    lines = re.findall(r"^    ([\w.-]+)/[^#\s]+#\w+:\w+(?:#\w+)? - (\w+)", log_text, re.M)
+    return dict(lines)
+
+
 @pytest.mark.slow
 def test_a_build_killed_during_the_nnpack_step_leaves_nothing_a_rerun_trips_over(tmp_path: Path) -> None:
-    require_sources("nnpack", "cpuinfo", "pthreadpool", "fxdiv", "fp16", "psimd")
+    """Killed while NNPACK's own sources compile (its dependencies already built): the rerun resumes there."""
+    require_sources("nnpack", "cpuinfo", "pthreadpool", "fxdiv", "fp16", "psimd", "googletest")
     home = tmp_path / "home"
     env = {**os.environ, "NNPACK_TOOLCHAIN_HOME": str(home)}
-    argv = ["python3", "-m", "invoke", "nnpack", "--arch", "arm64", "--tests", "none",
+    # Without ccache: with a warm one NNPACK's objects come back in seconds and the kill could miss them.
+    argv = [sys.executable, "-m", "invoke", "nnpack", "--arch", "arm64", "--tests", "none", "--no-ccache",
             "--source-cache", str(shared_source_cache())]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     log = home / "logs" / "nnpack-arm64.log"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:  # kill while NNPACK itself compiles
-        if log.is_file() and "nnpack/0.0.0" in log.read_text(errors="replace") and \
-                "Building" in log.read_text(errors="replace"):
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the build ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    hang_guard = time.monotonic() + 3600  # not a speed check: only keeps a stuck build from hanging the suite
+    try:
+        while proc.poll() is None and time.monotonic() < hang_guard:  # kill once NNPACK itself compiles
+            if log.is_file() and nnpack_compiling(log.read_text(errors="replace")):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the build ended before NNPACK compiled: " + proc.stdout.read()[-3000:]
+        assert nnpack_compiling(log.read_text(errors="replace")), "NNPACK did not start compiling within an hour"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_log = log.read_text(errors="replace")
+    assert f"{NNPACK_REF}: Package " not in killed_log, "NNPACK was already packaged when it was killed"
+    for name in DEPENDENCIES:  # built and packaged before the kill
+        assert f">>> Build step for {name}/" in killed_log, name
+        assert conan_binaries(home, name), f"{name} is not in the Conan cache after the kill"
+    assert conan_binaries(home, "nnpack") == [], "a killed NNPACK build left a package in the Conan cache"
     assert not (home / "out" / "arm64" / "nnpack-result.json").exists()
-    rerun = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+
+    rerun = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rerun_log = log.read_text(errors="replace")  # each run starts the step's log afresh
+    sources = requirement_sources(rerun_log)
+    assert {name: sources.get(name) for name in DEPENDENCIES} == {name: "Cache" for name in DEPENDENCIES}, sources
+    assert sources.get("nnpack") == "Build", sources
+    assert re.findall(r"^>>> Build step for ([\w.-]+)/", rerun_log, re.M) == ["nnpack"]  # nothing else rebuilt
+    assert nnpack_compiling(rerun_log)
+    assert len(conan_binaries(home, "nnpack")) == 1
     result = json.loads((home / "out" / "arm64" / "nnpack-result.json").read_text())
     assert Path(result["library"]).is_file()
     header = subprocess.run(["readelf", "-h", result["library"]], capture_output=True, text=True, check=True).stdout
@@ -133,11 +236,11 @@ def test_a_build_killed_during_the_nnpack_step_leaves_nothing_a_rerun_trips_over
 
 
 def existing_build(name: str) -> Path:
-    """The default home's MXNet build of target `name` (from 'invoke mxnet'); skip when absent."""
-    out = default_home() / "out" / name
+    """The MXNet build of target `name` in $NNTC_MXNET_BUILD_HOME (default: the user's home); skip when absent."""
+    out = MXNET_BUILD_HOME / "out" / name
     for needed in ("mxnet-result.json", "nnpack-result.json"):
         if not (out / needed).is_file():
-            pytest.skip(f"no MXNet build for {name} in {default_home()} (run invoke mxnet --arch {name} "
+            pytest.skip(f"no MXNet build for {name} in {MXNET_BUILD_HOME} (run invoke mxnet --arch {name} "
                         "with the MXNet source: it takes over an hour)")
     library = Path(json.loads((out / "mxnet-result.json").read_text())["library"])
     if not library.is_file():
@@ -159,26 +262,53 @@ def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
     assert shas[0] == shas[1]
 
 
+LOCK_HOLDER = """\
+import sys
+from pathlib import Path
+from nnpack_toolchain import conan_config
+from nnpack_toolchain.settings import Settings
+name, journal = sys.argv[2], Path(sys.argv[3])
+with conan_config.conan_lock(Settings(home=Path(sys.argv[1]))):
+    with journal.open("a") as out:
+        out.write(f"{name} in\\n")
+    print("holding", flush=True)
+    sys.stdin.readline()  # the test says when to let go
+    with journal.open("a") as out:
+        out.write(f"{name} out\\n")
+"""
+
+
 def test_two_builds_take_the_shared_conan_home_one_after_the_other(tmp_path: Path) -> None:
-    """A second build (another target, another shell) waits for the Conan home instead of clobbering it."""
-    script = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from nnpack_toolchain import conan_config\n"
-        "from nnpack_toolchain.settings import Settings\n"
-        "with conan_config.conan_lock(Settings(home=Path(sys.argv[1]))):\n"
-        "    print('in', time.monotonic(), flush=True)\n"
-        "    time.sleep(1.5)\n"
-        "    print('out', time.monotonic(), flush=True)\n"
-    )
-    first = subprocess.Popen(["python3", "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    assert first.stdout.readline().startswith("in")  # the first build holds the lock
-    second = subprocess.run(["python3", "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=30)
-    first_out = float(first.stdout.readline().split()[1])
-    first.wait()
-    second_in = float(second.stdout.splitlines()[0].split()[1])
-    assert second_in >= first_out, "the second build entered the Conan home while the first was using it"
-    assert "waiting for another build" in second.stderr
+    """A second build (another target, another shell) waits for the Conan home instead of clobbering it.
+
+    A handshake instead of sleeps: the first holder keeps the lock until the test writes to its stdin,
+    and only after the second has said it waits; the journal then shows who was inside when.
+    """
+    journal = tmp_path / "journal"
+
+    def holder(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path), name, str(journal)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = holder("first")
+    second = None
+    try:
+        assert first.stdout.readline() == "holding\n"  # the first build holds the lock
+        second = holder("second")
+        second.stdin.write("\n")  # the second lets go as soon as it is in
+        second.stdin.flush()
+        said = second.stderr.readline()  # "" if it ended (got in) without waiting
+        assert "waiting for another build using the Conan home" in said, said + second.stderr.read()
+        assert journal.read_text() == "first in\n", "the second build entered while the first held the lock"
+        first.communicate("\n", timeout=60)  # let go
+        out, err = second.communicate(timeout=60)
+        assert out == "holding\n" and second.returncode == 0, err
+        assert journal.read_text() == "first in\nfirst out\nsecond in\nsecond out\n"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def home_with_build(name: str, home: Path) -> Settings:
