@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
