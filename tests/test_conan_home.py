@@ -89,3 +89,51 @@ def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path: Path) ->
     lines = set(path.read_text().splitlines())
     assert len(lines) == 1 and lines.pop().startswith("writer "), "the file holds a mixture of two writes"
     assert not list(path.parent.glob("*.tmp")), "a temporary file was left behind"
+
+
+HOLD_TREE = """
+import sys
+from pathlib import Path
+from nnpack_toolchain.locks import exclusive
+with exclusive(Path(sys.argv[1]) / "build" / ".x86_64.lock", "unused"):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+BUILD_MXNET = """
+import sys
+from pathlib import Path
+from nnpack_toolchain import mxnet
+from nnpack_toolchain.configure import ConfigureResult
+from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.targets import TARGETS
+
+def entered(*args):
+    print("entered the MXNet tree", flush=True)
+    raise SystemExit(0)
+
+mxnet.require_tools = lambda targets: None
+mxnet.prepare_tree = entered
+config = ConfigureResult(target="x86_64", config_mk=Path(sys.argv[1]) / "config.mk", values={},
+                         sysroot=Path(sys.argv[1]), changed=False)
+mxnet.build_mxnet(TARGETS["x86_64"], Settings(home=Path(sys.argv[1])), config)
+"""
+
+
+def test_a_second_build_of_the_same_target_waits_for_the_mxnet_tree(tmp_path: Path) -> None:
+    """Two shells building MXNet for one target would run two makes in one tree (or re-prepare it
+    under the other): the second waits."""
+    home = tmp_path / "home"
+    holder = python(HOLD_TREE, str(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        builder = python(BUILD_MXNET, str(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = builder.stderr.readline()
+        assert "waiting for another build of MXNet for x86_64" in line, line + builder.stderr.read()
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert builder.stdout.readline().strip() == "entered the MXNet tree"
+        assert builder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()

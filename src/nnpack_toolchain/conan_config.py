@@ -7,19 +7,16 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import log
 from .conan_home import check_conan_home
 from .errors import BuildError
+from .files import atomic_write_text
+from .locks import exclusive
 from .progress import CtestTests
 from .runner import run
 from .settings import RECIPES_DIR, Settings
@@ -29,19 +26,10 @@ BUILD_PROFILE = "nntc-build"
 
 
 def write_if_changed(path: Path, text: str) -> bool:
-    """Replace path atomically when its content differs, through a temporary file of its own
-    (another process writing the same file never shares it)."""
+    """Replace path atomically (a temporary file of its own) when its content differs."""
     if path.is_file() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return True
 
 
@@ -208,33 +196,10 @@ def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, b
         what=f"conan create {recipe} for {target.name}", progress=CtestTests(f"{recipe} [{target.name}]"))
 
 
-_held = threading.local()
-
-
 @contextmanager
 def conan_lock(settings: Settings) -> Iterator[None]:
     """Exclusive use of the shared Conan home: Conan 2's cache is not safe for concurrent writers,
-    so a second `invoke` (another target in another shell) waits here instead of clobbering it.
-    Re-entrant within one thread (prepare_home inside a locked build step)."""
-    home = str(settings.conan_home)
-    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
-    if depth.get(home):
-        depth[home] += 1
-        try:
-            yield
-        finally:
-            depth[home] -= 1
-        return
-    settings.conan_home.mkdir(parents=True, exist_ok=True)
-    with open(settings.conan_home / ".nntc.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(f"waiting for another build using the Conan home {settings.conan_home}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        depth[home] = 1
-        try:
-            yield
-        finally:
-            depth.pop(home, None)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    so a second `invoke` (another target in another shell) waits here instead of clobbering it."""
+    with exclusive(settings.conan_home / ".nntc.lock",
+                   f"waiting for another build using the Conan home {settings.conan_home}"):
+        yield

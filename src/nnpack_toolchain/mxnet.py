@@ -26,6 +26,7 @@ from .configure import ConfigureResult, configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
 from .local_source import check_tree, tree_digest
+from .locks import exclusive
 from .nnpack import verify_elf_machine
 from .progress import MakeObjects
 from .publish import ccache_remote_env
@@ -143,8 +144,12 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
     pin = mxnet_pin()
     out_dir = settings.output_dir(target.name)
     result_path = out_dir / RESULT_FILE
-    with log.step("mxnet", target.name, f"MXNet {pin.version} with USE_NNPACK=1 ({len(pin.patches)} patches)",
-                  settings.logs_dir) as step:
+    # One build per target tree at a time: a second shell building the same target waits here
+    # (two makes in one tree, or one re-preparing it under the other, break both).
+    tree_lock = settings.home / "build" / f".{target.name}.lock"
+    with exclusive(tree_lock, f"waiting for another build of MXNet for {target.name} in {settings.home}"), \
+            log.step("mxnet", target.name, f"MXNet {pin.version} with USE_NNPACK=1 ({len(pin.patches)} patches)",
+                     settings.logs_dir) as step:
         tree, source_line = prepare_tree(pin, settings, target, step.log_path)
         digest = hashlib.sha256(
             f"{source_line}|{config.config_mk.read_text()}|{(tree / '.nntc-prepared').read_text()}".encode()
