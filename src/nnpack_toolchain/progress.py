@@ -132,18 +132,25 @@ def count_compile_lines(text: str) -> int:
 
 
 @dataclass
-class MakeObjects:
-    """Objects compiled by make, of all it would compile from scratch (`make -n -B`)."""
+class Follower:
+    """What runner.run feeds a tool's output to: a labelled Counter of some unit."""
 
     label: str
-    unit: str = "objects"
+    unit: str = ""
     console: Console | None = None
     clock: Callable[[], float] = time.monotonic
     counter: Counter = field(init=False)
-    compiled: int = 0
 
     def __post_init__(self) -> None:
         self.counter = Counter(self.label, self.unit, self.console or log.console, self.clock)
+
+
+@dataclass
+class MakeObjects(Follower):
+    """Objects compiled by make, of all it would compile from scratch (`make -n -B`)."""
+
+    unit: str = "objects"
+    compiled: int = 0
 
     def start(self, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> None:
         to_build = self._dry_run(argv, cwd, env, [])
@@ -175,18 +182,11 @@ class MakeObjects:
 
 
 @dataclass
-class CtestTests:
+class CtestTests(Follower):
     """ctest's finished tests of its total, wherever ctest runs inside the tool (e.g. `conan create`)."""
 
-    label: str
     unit: str = "tests"
-    console: Console | None = None
-    clock: Callable[[], float] = time.monotonic
-    counter: Counter = field(init=False)
     _suite_started: float | None = None
-
-    def __post_init__(self) -> None:
-        self.counter = Counter(self.label, self.unit, self.console or log.console, self.clock)
 
     def start(self, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> None:
         """Nothing to ask beforehand: the total comes with ctest's first result line."""
