@@ -50,7 +50,7 @@ def check_tree(name: str, root: Path, recipe_dir: Path) -> None:
     problems = []
     version_file = root / spec["version_file"]
     if not version_file.is_file():
-        problems.append(f"no {spec['version_file']} (is this a {name} source tree?)")
+        problems.append(f"no {spec['version_file']} (is this a source tree of {name}?)")
     else:
         text = version_file.read_text(errors="replace")
         found = {macro: re.search(rf"^\s*#\s*define\s+{macro}\s+(\d+)", text, re.M)
