@@ -44,8 +44,6 @@ class Target:
     elf_machine: str = ""
     """What `readelf -h` prints as Machine for this target's objects."""
     elf_class: str = ""
-    elf_e_machine: int = 0
-    """e_machine of the target's ELF objects (EM_X86_64 62, EM_ARM 40, EM_AARCH64 183)."""
     elf_attributes: tuple[str, ...] = ()
     """Lines `readelf -A` must print for the target's objects (ARMv7: NEON/VFPv4 build attributes)."""
     mxnet_use_sse: bool = False
@@ -118,7 +116,6 @@ TARGETS: dict[str, Target] = {
             wheel_platform="linux_x86_64",
             elf_machine="Advanced Micro Devices X86-64",
             elf_class="ELF64",
-            elf_e_machine=62,
             mxnet_use_sse=True,
         ),
         Target(
@@ -147,7 +144,6 @@ TARGETS: dict[str, Target] = {
             mxnet_flags=("-marm",),
             elf_machine="ARM",
             elf_class="ELF32",
-            elf_e_machine=40,
             elf_attributes=("Tag_FP_arch: VFPv4", "Tag_Advanced_SIMD_arch: NEONv1 with Fused-MAC"),
         ),
         Target(
@@ -172,7 +168,6 @@ TARGETS: dict[str, Target] = {
             wheel_platform="linux_aarch64",
             elf_machine="AArch64",
             elf_class="ELF64",
-            elf_e_machine=183,
         ),
     )
 }

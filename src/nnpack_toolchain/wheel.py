@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.message
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.descriptions import describe_e_machine
+from elftools.elf.elffile import ELFFile
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
@@ -127,10 +131,10 @@ def require_wheel_contents(wheel: Path, target: Target) -> None:
                 raise ConfigurationError(f"{wheel.name} holds no native library, so it is no wheel of this "
                                          f"toolchain; {rebuild}")
             for name in libraries:
-                machine = elf_machine_of(archive.read(name)[:20])
-                if machine != target.elf_e_machine:
+                kind = elf_kind(archive.read(name)[:64])
+                if kind != f"{target.elf_class} {target.elf_machine}":
                     raise ConfigurationError(
-                        f"{wheel.name} is tagged {target.name} but its {name} is {describe_machine(machine)}, "
+                        f"{wheel.name} is tagged {target.name} but its {name} is {describe_kind(kind)}, "
                         f"not {target.name} (a renamed wheel?); {rebuild}")
     except (zipfile.BadZipFile, EOFError) as error:
         raise ConfigurationError(f"{wheel.name} is not a valid wheel ({error}); {rebuild}") from None
@@ -139,20 +143,23 @@ def require_wheel_contents(wheel: Path, target: Target) -> None:
 NATIVE_LIBRARY = re.compile(r"\.so(\.[0-9]+)*$")
 
 
-def elf_machine_of(header: bytes) -> int | None:
-    """e_machine of an ELF header (None when it is not ELF)."""
-    if len(header) < 20 or header[:4] != b"\x7fELF":
+def elf_kind(header: bytes) -> str | None:
+    """'ELF64 AArch64' (class and machine as readelf -h, i.e. Target.elf_class/elf_machine, name them)
+    from an ELF header; None when it is not ELF."""
+    try:
+        elf = ELFFile(io.BytesIO(header))
+    except ELFError:
         return None
-    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return f"ELF{elf.elfclass} {describe_e_machine(elf.header['e_machine'])}"
 
 
-def describe_machine(machine: int | None) -> str:
-    if machine is None:
+def describe_kind(kind: str | None) -> str:
+    if kind is None:
         return "not an ELF file"
     for target in TARGETS.values():
-        if target.elf_e_machine == machine:
+        if kind == f"{target.elf_class} {target.elf_machine}":
             return f"an ELF object for {target.name}"
-    return f"an ELF object for machine {machine}"
+    return f"an {kind} object"
 
 
 def source_date_epoch() -> int:
