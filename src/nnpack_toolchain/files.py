@@ -7,14 +7,15 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write text to a temporary file next to path, fsync it, then rename it over path.
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, tmp_dir: Path | None = None) -> Path:
+    """Write text to a temporary file next to path (or in tmp_dir, on the same file system), fsync
+    it, then rename it over path.
 
     A failure at any point leaves the previous file (or none) and no temporary file behind.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=tmp_dir or target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)

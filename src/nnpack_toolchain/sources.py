@@ -37,6 +37,7 @@ from .errors import (
     SourceError,
     ToolchainError,
 )
+from .files import atomic_write_text
 from .pins import Mirror, Patch, Pin, load_pin, load_pins, pins_for_backend
 from .settings import Settings
 
@@ -132,20 +133,9 @@ class SourceCache:
                 return False
         elif existing is not None:
             return False
-        self._write_atomically(self.metadata_path(sha256), json.dumps(summary))
-        return True
-
-    def _write_atomically(self, path: Path, text: str) -> None:
         # The temporary file lives outside s/: Conan takes every file in s/ but *.json for a source.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as stream:
-                stream.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.metadata_path(sha256), json.dumps(summary), tmp_dir=self.root)
+        return True
 
     def backfill_metadata(self, pins: Iterable[Pin]) -> list[str]:
         """Give every cached file without valid metadata its `<sha256>.json` (caches filled before the
