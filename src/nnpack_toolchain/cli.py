@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from rich.markup import escape
 
 from .errors import ConfigurationError, ToolchainError
+from .local_source import check_source_names
 from .log import console
 from .settings import Settings, default_home, parse_local_sources, source_date_epoch
 
@@ -48,7 +49,7 @@ def parse_count(value: object, option: str, *, default_hint: str = "") -> int | 
     return number
 
 
-def writable_home(home: Path) -> Path:
+def usable_home(home: Path) -> Path:
     """The toolchain home, created if needed; refuses one this user cannot write to, and one whose
     path Debian 12's pkg-config cannot pass to Meson (non-ASCII bytes come out backslash-escaped)."""
     odd = sorted(set(c for c in str(home) if ord(c) > 127), key=str(home).index)
@@ -66,22 +67,6 @@ def writable_home(home: Path) -> Path:
             f"toolchain home {home} is not writable ({exc.strerror or exc}); choose another with --home DIR "
             "or $NNPACK_TOOLCHAIN_HOME") from None
     return home
-
-
-def check_source_names(local_sources: dict[str, Path]) -> None:
-    """--source NAME=DIR must name a pinned package."""
-    from .local_source import check_tree
-    from .settings import RECIPES_DIR
-    from .sources import load_pins
-
-    packages = sorted(load_pins())
-    unknown = sorted(set(local_sources) - set(packages))
-    if unknown:
-        raise ConfigurationError(f"--source names unknown package(s) {', '.join(unknown)}; packages: "
-                                 + ", ".join(packages))
-    for name, directory in local_sources.items():
-        if directory.is_dir():
-            check_tree(name, directory, RECIPES_DIR / name)
 
 
 def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: object = None,
@@ -104,5 +89,5 @@ def make_settings(*, home: str | None = None, source_cache: str | None = None, j
         **kwargs,
     )
     source_date_epoch(None)  # a bad $SOURCE_DATE_EPOCH is refused before any work
-    writable_home(settings.home)  # after every option is checked: a bad option creates nothing
+    usable_home(settings.home)  # after every option is checked: a bad option creates nothing
     return settings

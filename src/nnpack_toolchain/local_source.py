@@ -65,3 +65,18 @@ def check_tree(name: str, root: Path, recipe_dir: Path) -> None:
                         + " (git submodule update --init --recursive, or use the source release)")
     if problems:
         raise ConfigurationError(f"--source {name}={root}: " + "; ".join(problems))
+
+
+def check_source_names(local_sources: dict[str, Path]) -> None:
+    """--source NAME=DIR must name a pinned package, and its tree pass check_tree."""
+    from .pins import load_pins
+    from .settings import RECIPES_DIR
+
+    packages = sorted(load_pins())
+    unknown = sorted(set(local_sources) - set(packages))
+    if unknown:
+        raise ConfigurationError(f"--source names unknown package(s) {', '.join(unknown)}; packages: "
+                                 + ", ".join(packages))
+    for name, directory in local_sources.items():
+        if directory.is_dir():
+            check_tree(name, directory, RECIPES_DIR / name)

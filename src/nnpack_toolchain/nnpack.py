@@ -26,9 +26,10 @@ from .errors import (
     PatchError,
     VerificationError,
 )
+from .local_source import check_source_names
 from .runner import capture, run
 from .settings import PATCHES_DIR, RECIPES_DIR, Settings
-from .sources import Pin, Resolved, load_pins, pins_for_backend, sha256_of, source_cache
+from .sources import Pin, Resolved, pins_for_backend, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "nnpack-result.json"
@@ -82,12 +83,7 @@ def resolve_backend(target: Target, settings: Settings) -> str:
 
 
 def resolve_sources(pins: list[Pin], settings: Settings, target: Target) -> list[Resolved]:
-    unknown = set(settings.local_sources) - {p.name for p in load_pins().values()}
-    if unknown:
-        raise ConfigurationError(
-            f"--source names unknown package(s) {', '.join(sorted(unknown))}; packages: "
-            + ", ".join(sorted(load_pins()))
-        )
+    check_source_names(settings.local_sources)
     cache = source_cache(settings)
     resolved, missing = [], []
     for pin in pins:  # collect every missing source before failing
