@@ -73,7 +73,7 @@ def test_alexnet_conv1_at_batch_8() -> None:
         assert conv1.decision(rules).codes == (ReasonCode.STRIDE_WITH_BATCH,)
     # conv2: 5x5 pad 2 stride 1 on pool1's output; pool1 is 3x3/2 'valid': (54 - 3) // 2 + 1 = 26.
     conv2 = report.layer("conv2")
-    assert conv2.input_shape == (8, 96, 26, 26) and conv2.decision(STRICT).on_nnpack
+    assert conv2.input_shape == (8, 96, 26, 26) and conv2.decision(STRICT).eligible
     # pool3: conv5 is 12x12 ((26 - 3) // 2 + 1 = 12 after pool2); (12 - 3) // 2 + 1 = 5 -> fc1 sees 256*5*5.
     assert report.layer("fc1").summary.startswith(f"{256 * 5 * 5} -> 4096")
     pool1 = report.layer("pool1")
@@ -81,14 +81,14 @@ def test_alexnet_conv1_at_batch_8() -> None:
 
 
 def test_alexnet_batch_1_runs_strided_conv1() -> None:
-    assert check_model("zoo:alexnet", 1, (3, 224, 224)).layer("conv1").decision(BUILD).on_nnpack
+    assert check_model("zoo:alexnet", 1, (3, 224, 224)).layer("conv1").decision(BUILD).eligible
 
 
 def test_resnet18_convolutions_need_bias_under_1_0_rules() -> None:
     report = check_model("zoo:resnet18", 1, (3, 224, 224))
     for name in ("conv0", "stage1_unit1_conv1", "stage4_unit2_conv2"):
         layer = report.layer(name)
-        assert layer.decision(BUILD).on_nnpack
+        assert layer.decision(BUILD).eligible
         assert layer.decision(STRICT).reason == "no_bias=True: MXNet 1.0 rules need a bias"
     # 224 -> conv0 stride 2: (224 + 6 - 7) // 2 + 1 = 112 -> pool0 3x3/2 pad 1: (112 + 2 - 3) // 2 + 1 = 56
     # -> stages 56, 28, 14, 7.
@@ -163,10 +163,10 @@ def test_flop_share_arithmetic() -> None:
     assert {layer.name: layer.flops for layer in report.layers} == expected
     total = 27648 + 512 + 4608 + 1024 + 1280
     build, strict = report.totals(BUILD), report.totals(STRICT)
-    assert (build.flops, build.nnpack_flops) == (total, 27648 + 512 + 1024 + 1280)
-    assert (strict.flops, strict.nnpack_flops) == (total, 27648 + 512 + 1280)
+    assert (build.flops, build.eligible_flops) == (total, 27648 + 512 + 1024 + 1280)
+    assert (strict.flops, strict.eligible_flops) == (total, 27648 + 512 + 1280)
     assert build.share == pytest.approx(30464 / 35072)
-    assert report.layer("pool_a").decision(STRICT).on_nnpack
+    assert report.layer("pool_a").decision(STRICT).eligible
     data = report_to_json(report)
     assert data["totals"]["build"]["nnpack_flops"] == 30464
     assert data["totals"]["build"]["eligible_flops"] == 30464

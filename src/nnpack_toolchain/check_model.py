@@ -115,11 +115,6 @@ class Decision:
         return not self.reasons
 
     @property
-    def on_nnpack(self) -> bool:
-        """Old name of `eligible`."""
-        return self.eligible
-
-    @property
     def reason(self) -> str:
         return "; ".join(r.message for r in self.reasons)
 
@@ -160,11 +155,6 @@ class Totals:
     eligible_flops: int
     #: op -> (layers eligible for NNPACK, layers)
     layers: dict[str, tuple[int, int]]
-
-    @property
-    def nnpack_flops(self) -> int:
-        """Old name of `eligible_flops`."""
-        return self.eligible_flops
 
     @property
     def share(self) -> float:
