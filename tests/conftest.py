@@ -34,6 +34,34 @@ SOURCE_CACHE = Path(os.environ.get("NNPACK_TOOLCHAIN_SOURCE_CACHE") or USER_HOME
 MXNET_BUILD_HOME = Path(os.environ.get("NNTC_MXNET_BUILD_HOME") or USER_HOME)
 _SESSION_HOME: list[Path] = []
 
+# What target_scripts/smoke_suite.py reports, per run (smoke.py runs both), in order.
+SMOKE_SUITE_CHECKS = {
+    "all": [
+        "import mxnet",
+        "Features() has NNPACK",
+        "1x1 first call on NNPACK, no warning",
+        "convolution 3x3 on NNPACK",
+        "max-pooling 2x2/2 on NNPACK",
+        "fully-connected on NNPACK",
+        "dilated convolution falls back",
+        "grouped convolution falls back",
+        "padded max-pool (1,1,3,3) bit-exact",
+        "padded max-pool (1,4,9,9) bit-exact",
+        "fully-connected flatten=False on NNPACK",
+        "settings read once, not per call",
+        "small network forward",
+        "auto policy settles and matches",
+        "fork then convolve",
+        "same-buffer weight change detected",
+        "transform allocation failure falls back",
+        "memory budget, release, executor frees",
+        "tuning exports and imports (pinned)",
+    ],
+    "init-failure": ["import mxnet", "nnp_initialize failure falls back", "  ... and again (warning logged once)"],
+}
+# run_smoke's list: the init-failure run without its "import mxnet", plus the host's stderr check.
+SMOKE_TESTS = [*SMOKE_SUITE_CHECKS["all"], *SMOKE_SUITE_CHECKS["init-failure"][1:], "init failure warned exactly once"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     session_home = Path(tempfile.mkdtemp(prefix="nntc-test-home-"))

@@ -77,6 +77,18 @@ def test_auto_policy_choices_are_read_from_the_verbose_log() -> None:
     assert "256x56x56" in text and "wt8x8 (precomputed kernel) 10.70" in text
 
 
+def test_auto_choices_in_the_revised_log_format() -> None:
+    """Patch 0007 as revised for issue 12: 'precompute' names and the median of three samples."""
+    log = ("[05:00:01] src/operator/nnpack/nnpack_ops.cc:529: NNPACK auto: Convolution 1,256,56,56,256,3,3,1,1,1,1 "
+           "(graph node, batch 1 inference) -> NNPACK wt8x8 precompute (median of 3: MXNet 39.8 ms, NNPACK auto "
+           "14.9 ms, NNPACK wt8x8 precompute 10.7 ms, NNPACK ft16x16 precompute inf ms)\n")
+    (choice,) = bench.parse_auto_choices(log)
+    assert choice["layer_shape"] == "Convolution 1,256,56,56,256,3,3,1,1,1,1 (graph node, batch 1 inference)"
+    assert choice["chosen"] == "NNPACK wt8x8 precompute"
+    assert choice["ms"] == {"MXNet": 39.8, "NNPACK auto": 14.9, "NNPACK wt8x8 precompute": 10.7,
+                            "NNPACK ft16x16 precompute": float("inf")}
+
+
 def test_qemu_correctness_checks_fail_on_a_difference_or_no_nnpack() -> None:
     good = {"network": "alexnet", "batch": 1, "rel_err": {"never": 0.0, "always": 4.7e-6},
             "nnpack_calls": {"convolution": 5}}

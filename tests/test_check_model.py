@@ -213,16 +213,24 @@ def test_dilated_and_grouped_convolutions() -> None:
     assert nhwc.decision(BUILD).codes == (ReasonCode.LAYOUT,)
 
 
-def test_fully_connected_without_flatten_on_3d_input() -> None:
+def test_fully_connected_without_flatten_is_eligible_with_the_leading_axes_as_the_batch() -> None:
+    """flatten=False on a 4-D input (Gluon's Dense(flatten=False)): the patched FullyConnected runs it on
+    NNPACK with all axes but the last as the batch (patch 0002, issue 12); before, only 2-D input was."""
     symbol = old_format_symbol({"kernel": "(1, 1)", "num_filter": "4"}, key="attrs")
     symbol["nodes"].append({"op": "null", "name": "fc_weight", "inputs": []})
     symbol["nodes"].append({"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "5", "flatten": "False"},
                             "inputs": [[4, 0, 0], [5, 0, 0]]})
     symbol["heads"] = [[6, 0, 0]]
-    fc = check_model(symbol, 2, (3, 6, 7)).layer("fc")
-    # input (2, 4, 6, 7) -> (2, 4, 6, 5): 2 * (2*4*6) * 7 * 5 = 3360
+    report = check_model(symbol, 2, (3, 6, 7))
+    fc = report.layer("fc")
+    # input (2, 4, 6, 7) -> (2, 4, 6, 5): rows 2*4*6 = 48, 2 * 48 * 7 * 5 = 3360
     assert fc.output_shape == (2, 4, 6, 5) and fc.flops == 3360
-    assert fc.decision(BUILD).codes == (ReasonCode.NOT_VECTORS,)
+    assert fc.summary == "7 -> 5, flatten=False"
+    for rules in RuleSet:
+        assert fc.decision(rules).eligible and fc.decision(rules).codes == (), fc.decision(rules).reason
+        assert report.totals(rules).layers["FullyConnected"] == (1, 1)
+    fc_json = next(layer for layer in report_to_json(report)["layers"] if layer["name"] == "fc")
+    assert fc_json["build"]["eligible"] and fc_json["strict_1_0"]["eligible"]
 
 
 def write(tmp_path: Path, content: str | bytes) -> Path:

@@ -8,15 +8,17 @@ target's own pip and imported by the target's Python (under QEMU on ARM).
 from __future__ import annotations
 
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO, SMOKE_SUITE_CHECKS, SMOKE_TESTS
 from nnpack_toolchain.configure import BUILD_SYSROOT_PACKAGES
 from nnpack_toolchain.errors import ConfigurationError
 from nnpack_toolchain.settings import Settings
-from nnpack_toolchain.smoke import parse_results, run_smoke
+from nnpack_toolchain.smoke import SCRIPTS, parse_results, run_smoke
 from nnpack_toolchain.sysroot import SysrootPackageError, build_sysroot, unpack_debs
 from nnpack_toolchain.target_env import WheelRejectedError, python_env
 from nnpack_toolchain.targets import TARGETS, Target
@@ -24,6 +26,26 @@ from nnpack_toolchain.wheel import WheelSpec, build_wheel, machine_of, require_w
 
 DEMO = Path(__file__).parent / "data" / "wheel_demo"
 MACHINE_NAMES = {"x86_64": "x86_64", "armv7": "armv7l", "arm64": "aarch64"}
+
+# An `mxnet` whose every function raises: the suite must still report every check, as a failure.
+FAKE_MXNET = """
+__version__ = "0.0+fake"
+
+
+class _Missing:
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return _Missing(self._name + "." + attr)
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("fake mxnet: " + self._name + "() does not exist")
+
+
+def __getattr__(name):
+    return _Missing("mx." + name)
+"""
 
 
 def demo_spec(library: Path) -> WheelSpec:
@@ -134,6 +156,24 @@ def test_smoke_output_parsing() -> None:
           '"seconds": 1, "detail": ""}\n'
     tests = parse_results(out)
     assert [(t.test, t.ok) for t in tests] == [("a", True), ("b", False)]
+
+
+@pytest.mark.parametrize("mode", list(SMOKE_SUITE_CHECKS))
+def test_smoke_suite_check_names_and_output_parsing_with_a_fake_mxnet(mode: str, tmp_path: Path) -> None:
+    """The suite, run as smoke.py runs it, on an mxnet that has nothing: it runs to the end and
+    prints one RESULT line per check, which parse_results reads; each check fails by mxnet's
+    error (not one of the script's own), and the README's count is that of run_smoke."""
+    (tmp_path / "mxnet").mkdir()
+    (tmp_path / "mxnet" / "__init__.py").write_text(FAKE_MXNET)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "smoke_suite.py"), mode], capture_output=True, text=True,
+                          env={"PYTHONPATH": f"{tmp_path}:{SCRIPTS}", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    tests = parse_results(proc.stdout)
+    assert [t.test for t in tests] == SMOKE_SUITE_CHECKS[mode]
+    assert tests[0].ok and "mxnet 0.0+fake" in tests[0].detail
+    for test in tests[1:]:
+        assert not test.ok and "fake mxnet" in test.detail, (test.test, test.detail)
+    assert f"({len(SMOKE_TESTS)} checks;" in (REPO / "README.md").read_text()
 
 
 @pytest.mark.network

@@ -107,9 +107,10 @@ def run_script(env: PythonEnv, site: Path, args: list[str], extra_env: dict[str,
     return parse_records(proc.stdout)
 
 
-AUTO_CHOICE = re.compile(r"NNPACK auto: (?P<key>.+) -> (?P<chosen>MXNet|NNPACK [\w-]+(?: \(precomputed kernel\))?) "
-                         r"\((?P<times>.+)\)\s*$")
-CHOICE_TIME = re.compile(r"(?P<name>MXNet|NNPACK [\w-]+(?: \(precomputed kernel\))?) (?P<ms>[0-9.e+-]+|inf) ms")
+# "NNPACK wt8x8 precompute" (patch 0007 as revised for issue 12; "(precomputed kernel)" before)
+CHOICE_NAME = r"MXNet|NNPACK [\w-]+(?: \(precomputed kernel\)| precompute)?"
+AUTO_CHOICE = re.compile(rf"NNPACK auto: (?P<key>.+) -> (?P<chosen>{CHOICE_NAME}) \((?P<times>.+)\)\s*$")
+CHOICE_TIME = re.compile(rf"(?P<name>{CHOICE_NAME}) (?P<ms>[0-9.e+-]+|inf) ms")
 
 
 def parse_auto_choices(log_text: str) -> list[dict[str, Any]]:

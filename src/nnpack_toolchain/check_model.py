@@ -20,13 +20,15 @@ The conditions, in the order the C++ code checks them (every failing one is repo
 * Pooling: ``pool_type`` max; not ``global_pool``; ``pooling_convention`` "full" (MXNet's
   default is "valid", so it must be set explicitly); layout NCHW; kernel (2,2); stride (2,2);
   4-D input.
-* FullyConnected: float32 and a batch of vectors (any input with ``flatten=True``; 2-D input
-  with ``flatten=False``).
+* FullyConnected: float32 and a batch of vectors: with ``flatten=True`` an input of at least 2
+  axes (batch, then everything else as the features); with ``flatten=False`` any input, all axes
+  but the last being the batch (as Gluon's ``Dense(flatten=False)`` on 3-D input).
 
 FLOP convention (multiply and add count as 2 FLOPs; bias additions are ignored):
 
 * Convolution: ``2 * N * C_out * prod(out spatial) * C_in / num_group * prod(kernel)``;
-* FullyConnected: ``2 * rows * in_features * num_hidden`` (rows = N with ``flatten=True``);
+* FullyConnected: ``2 * rows * in_features * num_hidden`` (rows = N with ``flatten=True``, the
+  product of all axes but the last with ``flatten=False``);
 * Pooling: ``N * C * prod(out spatial) * prod(kernel)`` (one comparison or addition per window
   element; a global pooling's kernel is its whole input).
 
@@ -670,9 +672,10 @@ class _Analyzer:
         reasons: list[Reason] = []
         if value.dtype != "float32":
             reasons.append(Reason(ReasonCode.DTYPE, f"dtype {value.dtype}: NNPACK needs float32"))
-        if len(shape) < 2 or (not flatten and len(shape) != 2):
-            reasons.append(Reason(ReasonCode.NOT_VECTORS, f"flatten={flatten} with {len(shape)}-D input "
-                                  f"{_tuple_text(shape)}: NNPACK needs a 2-D (batch, features) input"))
+        # flatten=False: the patched operator takes all axes but the last as the batch (any rank).
+        if flatten and len(shape) < 2:
+            reasons.append(Reason(ReasonCode.NOT_VECTORS, f"flatten=True with {len(shape)}-D input "
+                                  f"{_tuple_text(shape)}: NNPACK needs a (batch, features...) input"))
         summary = f"{features} -> {hidden}" + ("" if flatten else ", flatten=False")
         decision = Decision(tuple(reasons))
         self._layer(node, shape, out, flops, summary, {RuleSet.BUILD: decision, RuleSet.STRICT_1_0: decision},

@@ -1,8 +1,9 @@
 """Inference benchmark, run by the target's Python on an installed MXNet.
 
 Like MXNet's example/image-classification/benchmark_score.py: random weights, 224x224 input,
-one warm-up pass, then timed forward passes. The policies (MXNET_NNPACK_POLICY values, read by
-the patched MXNet at every call) alternate pass by pass in one process, so both columns see the
+one warm-up pass, then timed forward passes. The policies (never, always, auto; switched with
+nnpack_layers.set_policy, i.e. mx.runtime.nnpack_configure on wheels that read
+MXNET_NNPACK_POLICY only once) alternate pass by pass in one process, so both columns see the
 same machine state. Prints one `RESULT {json}` line per measurement.
 
     python bench_models.py --models DIR --networks alexnet,vgg16 --batches 1,2 --policies never,always
@@ -18,6 +19,12 @@ import time
 
 import mxnet as mx
 import numpy as np
+
+from nnpack_layers import set_policy  # this script's own directory is on sys.path
+
+# The auto policy measures each layer shape's choices on its first calls (a 3x3 stride-1 shape
+# at batch 1 in a graph: 9 choices x 4 calls); passes allowed before the timed ones.
+SETTLE_PASSES = 100
 
 
 def emit(**record):
@@ -43,7 +50,7 @@ def bind(symbol, batch, seed=0):
 
 def forward_seconds(executor, policy):
     if policy not in ("pypi",):
-        os.environ["MXNET_NNPACK_POLICY"] = policy
+        set_policy(policy)
     begin = time.perf_counter()
     executor.forward(is_train=False)
     executor.outputs[0].wait_to_read()
@@ -59,7 +66,7 @@ def time_policies(executor, policies, iterations):
     for policy in policies:  # warm-up: workspace allocation, NNPACK initialisation, caches
         forward_seconds(executor, policy)
         if policy == "auto":  # the auto policy measures each layer's choices on its first calls
-            for _ in range(40):
+            for _ in range(SETTLE_PASSES):
                 if not tuning_pending():
                     break
                 forward_seconds(executor, policy)
@@ -130,7 +137,8 @@ def main():
             if args.check:
                 outputs = {}
                 for policy in policies:
-                    os.environ["MXNET_NNPACK_POLICY"] = policy
+                    if policy != "pypi":
+                        set_policy(policy)
                     executor.forward(is_train=False)
                     outputs[policy] = executor.outputs[0].asnumpy().copy()
                 reference = outputs[policies[0]]

@@ -1,8 +1,9 @@
 """Checks, on the target, that the patched MXNet runs eligible layers on NNPACK correctly.
 
-For each case the same layer runs twice in one process: with MXNET_NNPACK_POLICY=never (MXNet's
-own code) and with NNPACK allowed. Eligible layers must match within a tolerance and be counted
-by MXNNPACKGetCallCounts; ineligible ones must give exactly MXNet's result and not be counted.
+For each case the same layer runs twice in one process: with the NNPACK policy never (MXNet's
+own code) and with NNPACK allowed (policy always), switched with set_policy(). Eligible layers
+must match within a tolerance and be counted by MXNNPACKGetCallCounts; ineligible ones must give
+exactly MXNet's result and not be counted.
 Prints one line per case and a final 'N passed, N failed' line; exits 1 on any failure.
 
     python nnpack_layers.py [--quick]
@@ -18,8 +19,23 @@ import numpy as np
 RTOL = 1e-3  # NNPACK's Winograd/FFT algorithms are approximate
 
 
+def set_policy(policy):
+    """Switch the NNPACK policy (auto, always, never) for the calls that follow.
+
+    Wheels of the issue-12 series read MXNET_NNPACK_POLICY once, at first use, and change it
+    only through mx.runtime.nnpack_configure (which first waits for queued operations, so they
+    run with the old policy); writing os.environ has no effect on them. Older wheels have no
+    nnpack_configure and read the variable at every layer call.
+    """
+    configure = getattr(mx.runtime, "nnpack_configure", None)
+    if configure is not None:
+        configure(policy=policy)
+    else:
+        os.environ["MXNET_NNPACK_POLICY"] = policy
+
+
 def run(symbol_fn, shapes, policy, seed=0):
-    os.environ["MXNET_NNPACK_POLICY"] = policy
+    set_policy(policy)
     rng = np.random.RandomState(seed)
     arrays = {name: mx.nd.array(rng.uniform(-1, 1, shape).astype(np.float32)) for name, shape in shapes.items()}
     out = symbol_fn(**arrays)

@@ -1,6 +1,8 @@
 """The wheel's smoke suite, run by the target's Python (under QEMU on ARM) on the installed wheel.
 
 Prints one `RESULT {json}` line per test (test, ok, seconds, detail); the host builds the table.
+The issue-12 checks (memory budget, fork, weight changes, exact fallbacks) are in
+smoke_issue12.py; main() runs them in this process, in the order that they need.
 
     python smoke_suite.py             # everything except the forced initialisation failure
     python smoke_suite.py init-failure  # run with MXNET_NNPACK_FORCE_INIT_FAILURE=1
@@ -17,7 +19,8 @@ import numpy as np  # noqa: E402
 
 IMPORT_SECONDS = time.time() - started
 
-from nnpack_layers import RTOL, conv, conv_shapes, counts, fc, pool, run  # noqa: E402
+from nnpack_layers import RTOL, conv, conv_shapes, counts, fc, pool, run, set_policy  # noqa: E402
+import smoke_issue12 as issue12  # noqa: E402
 
 
 def report(test, ok, seconds, detail=""):
@@ -75,7 +78,7 @@ def small_network_forward():
     aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s).astype(np.float32)) for n, s in zip(net.list_auxiliary_states(), aux_shapes)}
 
     def forward(policy):
-        os.environ["MXNET_NNPACK_POLICY"] = policy
+        set_policy(policy)
         executor = net.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
         return executor.forward(is_train=False)[0].asnumpy()
 
@@ -83,9 +86,8 @@ def small_network_forward():
 
 
 def small_network():
-    forward = small_network_forward()
-
     def check():
+        forward = small_network_forward()
         reference = forward("never")
         before = counts()
         got = forward("always")
@@ -97,10 +99,9 @@ def small_network():
 
 
 def auto_policy():
-    """MXNET_NNPACK_POLICY=auto: trial calls, then a per-layer choice; always MXNet's result."""
-    forward = small_network_forward()
-
+    """Policy auto: trial calls, then a per-layer choice; always MXNet's result."""
     def check():
+        forward = small_network_forward()
         reference = forward("never")
         worst, passes = 0.0, 0
         while passes < 40:
@@ -122,13 +123,26 @@ def main():
         timed("  ... and again (warning logged once)", fallback(conv(), conv_shapes(1, 4, 10)))
         return
     timed("Features() has NNPACK", lambda: (mx.runtime.Features().is_enabled("NNPACK"), ""))
+    # The process's first convolution (finding 6 needs an engine thread that never ran one).
+    timed("1x1 first call on NNPACK, no warning", issue12.first_call_1x1())
     timed("convolution 3x3 on NNPACK", eligible(conv(), conv_shapes(1, 4, 10), 0))
     timed("max-pooling 2x2/2 on NNPACK", eligible(pool(), {"data": (1, 3, 9, 9)}, 1))
     timed("fully-connected on NNPACK", eligible(fc(10), {"data": (2, 32), "weight": (10, 32), "bias": (10,)}, 2))
     timed("dilated convolution falls back", fallback(conv(dilate=(2, 2), pad=(2, 2)), conv_shapes(1, 4, 10)))
     timed("grouped convolution falls back", fallback(conv(num_group=2), conv_shapes(1, 4, 10, num_group=2)))
+    timed("padded max-pool (1,1,3,3) bit-exact", issue12.padded_pooling_exact((1, 1, 3, 3)))
+    timed("padded max-pool (1,4,9,9) bit-exact", issue12.padded_pooling_exact((1, 4, 9, 9)))
+    # Old series: flatten=False was never dispatched (NNPACK calls +0).
+    timed("fully-connected flatten=False on NNPACK",
+          eligible(fc(6, flatten=False), {"data": (2, 3, 8), "weight": (6, 8), "bias": (6,)}, 2))
+    timed("settings read once, not per call", issue12.settings_read_once())
     timed("small network forward", small_network())
     timed("auto policy settles and matches", auto_policy())
+    timed("fork then convolve", issue12.fork_then_convolve())
+    timed("same-buffer weight change detected", issue12.same_buffer_weight_change())
+    timed("transform allocation failure falls back", issue12.transform_allocation_failure())
+    timed("memory budget, release, executor frees", issue12.memory_budget_and_release())
+    timed("tuning exports and imports (pinned)", issue12.tuning_export_import(small_network_forward))
 
 
 if __name__ == "__main__":
