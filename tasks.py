@@ -225,27 +225,40 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "threads": "MXNET_CPU_NNPACK_NTHREADS and OMP_NUM_THREADS for the main table (default: number of cores)",
             "sweep": "thread counts for the thread sweep at batch 1 (default 1,2,4; empty to skip)",
             "no_pypi": "leave out the PyPI mxnet 1.9.1 (oneDNN) column on x86-64",
-            "no_layers": "leave out the per-layer convolution times"})
+            "no_layers": "leave out the per-layer convolution times",
+            "memory": "also measure peak RSS and the auto policy's tuning cost per network, batch and policy "
+                      "(one process per cell; on ARM under QEMU too)",
+            "no_timing": "leave out the speed table (with --memory: memory cells only)"})
 @reports_errors
-def bench(c, arch="", networks="alexnet,vgg16,inception-bn", batches="1,2,4,8,16,32", iterations=None, threads=None,
-          sweep="1,2,4", no_pypi=False, no_layers=False, home=None):
-    """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count."""
+def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1,2,4,8,16,32", iterations=None,
+          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None):
+    """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
+    --memory: peak RSS and the auto policy's tuning cost per network, batch and policy."""
     from nnpack_toolchain import bench as benchmark
 
     options = benchmark.BenchOptions(
         networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
         batches=benchmark.parse_int_list(batches, "--batches"), iterations=parse_count(iterations, "--iterations") or 3,
         thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
+        memory=memory, timing=not no_timing,
         **({"threads": parse_count(threads, "--threads")} if threads else {}))
     settings = make_settings(home=home)
     for target in parse_targets(arch):
         results = benchmark.run_bench(target, settings, options)
+        if results["memory"]:
+            from nnpack_toolchain import bench_memory
+
+            console.print(bench_memory.memory_table(results["memory"], target.name, benchmark.POLICY_LABELS))
+            for violation in results["memory_violations"]:
+                console.out(f"bench [{target.name}]: over the memory budget: {violation}")
         if results["emulated"]:
-            console.print(benchmark.check_table(results))
+            if results["checks"]:
+                console.print(benchmark.check_table(results))
             console.out(f"bench [{target.name}]: timings under QEMU are not meaningful for a real board and are "
                         "not reported; run invoke bench on the board itself")
             continue
-        console.print(benchmark.network_table(results))
+        if results["networks"]:
+            console.print(benchmark.network_table(results))
         if results["layers"]:
             console.print(benchmark.layer_table(results))
             console.print(benchmark.choices_table(results))

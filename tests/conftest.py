@@ -56,11 +56,17 @@ SMOKE_SUITE_CHECKS = {
         "transform allocation failure falls back",
         "memory budget, release, executor frees",
         "tuning exports and imports (pinned)",
+        "two layers of one shape: precompute measured",
+        "settings checked before any is applied",
+        "memory budget 'inf' is unlimited",
+        "precompute off holds no transform",
     ],
     "init-failure": ["import mxnet", "nnp_initialize failure falls back", "  ... and again (warning logged once)"],
+    "deterministic": ["import mxnet", "MXNET_ENFORCE_DETERMINISM: auto measures nothing"],
 }
-# run_smoke's list: the init-failure run without its "import mxnet", plus the host's stderr check.
-SMOKE_TESTS = [*SMOKE_SUITE_CHECKS["all"], *SMOKE_SUITE_CHECKS["init-failure"][1:], "init failure warned exactly once"]
+# run_smoke's list: the other runs without their "import mxnet", plus the host's stderr check.
+SMOKE_TESTS = [*SMOKE_SUITE_CHECKS["all"], *SMOKE_SUITE_CHECKS["init-failure"][1:], "init failure warned exactly once",
+               *SMOKE_SUITE_CHECKS["deterministic"][1:]]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from . import log
+from . import bench_memory, log
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .model_zoo import MODELS, write_model
@@ -39,7 +39,7 @@ from .smoke import SCRIPTS, current_wheel
 from .target_env import PythonEnv, python_env
 from .targets import Target
 
-DEFAULT_NETWORKS = ("alexnet", "vgg16", "inception-bn")
+DEFAULT_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 PYPI_MXNET = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3")
 """The third column on x86-64: upstream's own 1.9.1 wheel (oneDNN), from PyPI; it needs numpy < 1.24 (np.bool)."""
@@ -58,6 +58,9 @@ class BenchOptions:
     thread_sweep: tuple[int, ...] = (1, 2, 4)
     pypi: bool = True
     layers: bool = True
+    memory: bool = False
+    """Peak RSS and tuning cost per network, batch and policy, one process per cell (bench_memory)."""
+    timing: bool = True
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in MODELS]
@@ -149,7 +152,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
     results: dict[str, Any] = {
         "target": target.name, "wheel": wheel.name, "host_cpu": cpu_name(), "cores": os.cpu_count(),
         "emulated": emulated, "threads": options.threads, "iterations": options.iterations,
-        "networks": [], "layers": [], "thread_sweep": [], "checks": [],
+        "networks": [], "layers": [], "thread_sweep": [], "checks": [], "memory": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
@@ -164,7 +167,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             common = ["--models", str(models), "--networks", ",".join(options.networks),
                       "--iterations", str(options.iterations)]
             threads = {"MXNET_CPU_NNPACK_NTHREADS": str(options.threads), "OMP_NUM_THREADS": str(options.threads)}
-            if emulated:
+            if emulated and options.timing:
                 # the auto policy's trial passes would multiply the emulated time: never vs always
                 results["checks"] = run_script(env, site, [*common, "--batches", "1", "--check",
                                                            "--policies", "never,always"], threads,
@@ -173,7 +176,11 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                 if failures:
                     raise VerificationError("NNPACK and MXNet's own outputs differ under QEMU: " + "; ".join(failures),
                                             log_path=step.log_path)
-            else:
+            if options.memory:
+                results["memory"] = bench_memory.run_cells(env, site, models, options.networks, options.batches,
+                                                           options.iterations, threads, step.log_path)
+                results["memory_violations"] = bench_memory.budget_violations(results["memory"])
+            if not emulated and options.timing:
                 batches = ",".join(map(str, options.batches))
                 results["networks"] = run_script(env, site, [*common, "--batches", batches], threads,
                                                  step.log_path, "networks: MXNet vs NNPACK")

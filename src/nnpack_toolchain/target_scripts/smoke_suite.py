@@ -21,6 +21,7 @@ IMPORT_SECONDS = time.time() - started
 
 from nnpack_layers import RTOL, conv, conv_shapes, counts, fc, pool, run, set_policy  # noqa: E402
 import smoke_issue12 as issue12  # noqa: E402
+import smoke_tuning as tuning  # noqa: E402
 
 
 def report(test, ok, seconds, detail=""):
@@ -122,6 +123,9 @@ def main():
         timed("nnp_initialize failure falls back", fallback(conv(), conv_shapes(1, 4, 10)))
         timed("  ... and again (warning logged once)", fallback(conv(), conv_shapes(1, 4, 10)))
         return
+    if mode == "deterministic":  # MXNET_ENFORCE_DETERMINISM=1, read once per process
+        timed("MXNET_ENFORCE_DETERMINISM: auto measures nothing", tuning.deterministic_auto())
+        return
     timed("Features() has NNPACK", lambda: (mx.runtime.Features().is_enabled("NNPACK"), ""))
     # The process's first convolution (finding 6 needs an engine thread that never ran one).
     timed("1x1 first call on NNPACK, no warning", issue12.first_call_1x1())
@@ -143,6 +147,10 @@ def main():
     timed("transform allocation failure falls back", issue12.transform_allocation_failure())
     timed("memory budget, release, executor frees", issue12.memory_budget_and_release())
     timed("tuning exports and imports (pinned)", issue12.tuning_export_import(small_network_forward))
+    timed("two layers of one shape: precompute measured", tuning.shared_shape_precompute_measured())
+    timed("settings checked before any is applied", tuning.settings_checked_before_applied())
+    timed("memory budget 'inf' is unlimited", tuning.unlimited_budget())
+    timed("precompute off holds no transform", tuning.precompute_off())
 
 
 if __name__ == "__main__":
