@@ -22,6 +22,8 @@ COMMON_HELP = {
     "home": "toolchain home (cache, Conan home, logs, artifacts); default $NNPACK_TOOLCHAIN_HOME or ~/.cache/nnpack-toolchain",
     "source_cache": "source cache directory (Conan download cache); default <home>/sources",
     "no_ccache": "compile without ccache",
+    "base": "base distribution whose GCC and glibc build the targets: debian11 (default: glibc 2.31, "
+            "manylinux_2_31) or debian12 (glibc 2.36)",
 }
 
 
@@ -62,9 +64,9 @@ def fetch(c, offline=False, home=None, source_cache=None, from_git=None, package
 @task(iterable=["source"], help=COMMON_HELP)
 @reports_errors
 def nnpack(c, arch="", jobs=None, offline=False, source=None, backend="fast", tests="quick", home=None,
-           source_cache=None, no_ccache=False):
+           source_cache=None, no_ccache=False, base=None):
     """Build NNPACK shared libraries for a target, run its test suite there, print where they are."""
-    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+    settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
                              backend=backend, tests=tests, ccache=not no_ccache)
     for target in parse_targets(arch):
         result = build_nnpack(target, settings)
@@ -77,11 +79,11 @@ def nnpack(c, arch="", jobs=None, offline=False, source=None, backend="fast", te
 @task(help={"arch": COMMON_HELP["arch"], "output": "write config.mk here (default <home>/out/<target>/config.mk)",
             "home": COMMON_HELP["home"]})
 @reports_errors
-def configure(c, arch="", output=None, home=None):
+def configure(c, arch="", output=None, home=None, base=None):
     """Write MXNet's config.mk for a target from config.mk.template (needs 'invoke nnpack' first)."""
     from pathlib import Path
 
-    settings = make_settings(home=home)
+    settings = make_settings(base=base, home=home)
     targets = parse_targets(arch)
     if output and len(targets) > 1:
         raise SystemExit("--output takes one target")
@@ -92,9 +94,9 @@ def configure(c, arch="", output=None, home=None):
 
 @task(iterable=["source"], help={k: v for k, v in COMMON_HELP.items() if k not in ("backend", "tests")})
 @reports_errors
-def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False):
+def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False, base=None):
     """Build MXNet 1.9.1's libmxnet.so with USE_NNPACK=1 for a target (needs 'invoke nnpack' first)."""
-    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+    settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
                              ccache=not no_ccache)
     for target in parse_targets(arch):
         result = build_mxnet(target, settings)
@@ -106,11 +108,11 @@ def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_c
 
 @task(auto_shortflags=False, help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"]})
 @reports_errors
-def wheel(c, arch="", home=None):
+def wheel(c, arch="", home=None, base=None):
     """Package the target's MXNet build as a wheel (libmxnet.so, libnnpack.so, auditwheel-repaired)."""
     from nnpack_toolchain.wheel import build_mxnet_wheel
 
-    settings = make_settings(home=home)
+    settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):
         result = build_mxnet_wheel(target, settings)
         state = "up to date" if result.up_to_date else "built"
@@ -123,13 +125,13 @@ def wheel(c, arch="", home=None):
             "wheel": "smoke-test this wheel file instead of the target's current one",
             "force": "run even if this wheel already passed"})
 @reports_errors
-def smoke(c, arch="", wheel=None, force=False, home=None):
+def smoke(c, arch="", wheel=None, force=False, home=None, base=None):
     """Install the target's wheel into the target's Python (QEMU on ARM) and run the smoke suite there."""
     from pathlib import Path
 
     from nnpack_toolchain.smoke import run_smoke, smoke_table
 
-    settings = make_settings(home=home)
+    settings = make_settings(base=base, home=home)
     targets = parse_targets(arch)
     if wheel and len(targets) > 1:
         raise SystemExit("--wheel takes one target")
@@ -145,13 +147,13 @@ def smoke(c, arch="", wheel=None, force=False, home=None):
             "user": "log in to the remote as USER (password from $NNTC_CONAN_PASSWORD)",
             "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]})
 @reports_errors
-def publish(c, arch="", remote="", url=None, user=None, backend="fast", tests="quick", home=None):
+def publish(c, arch="", remote="", url=None, user=None, backend="fast", tests="quick", home=None, base=None):
     """Upload NNPACK and every package of its graph for a target to a Conan remote, for other machines."""
     from nnpack_toolchain import publish as sharing
 
     if not remote:
         raise SystemExit("give the Conan remote: --remote NAME (add it with --url URL the first time)")
-    settings = make_settings(home=home, backend=backend, tests=tests)
+    settings = make_settings(base=base, home=home, backend=backend, tests=tests)
     if url:
         sharing.add_remote(settings, remote, url, user=user)
     elif user:
@@ -183,13 +185,13 @@ def use_remote(c, remote="", url="", user=None, home=None):
 })
 @reports_errors
 def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", tests="quick", keep_going=False,
-          clean=False, report=None, home=None, source_cache=None, no_ccache=False):
+          clean=False, report=None, home=None, source_cache=None, no_ccache=False, base=None):
     """The whole pipeline for each target: fetch, nnpack, configure, mxnet, wheel, smoke (unchanged steps are skipped)."""
     from pathlib import Path
 
     from nnpack_toolchain.pipeline import run_build
 
-    settings = make_settings(home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
+    settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
                              backend=backend, tests=tests, ccache=not no_ccache)
     result = run_build(parse_targets(arch), settings, keep_going=keep_going, clean=clean,
                        report_path=Path(report).resolve() if report else None)
@@ -231,7 +233,7 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "no_timing": "leave out the speed table (with --memory: memory cells only)"})
 @reports_errors
 def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1,2,4,8,16,32", iterations=None,
-          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None):
+          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None, base=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
     --memory: peak RSS and the auto policy's tuning cost per network, batch and policy."""
     from nnpack_toolchain import bench as benchmark
@@ -242,7 +244,7 @@ def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1
         thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
         memory=memory, timing=not no_timing,
         **({"threads": parse_count(threads, "--threads")} if threads else {}))
-    settings = make_settings(home=home)
+    settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):
         results = benchmark.run_bench(target, settings, options)
         if results["memory"]:

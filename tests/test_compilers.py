@@ -76,7 +76,8 @@ def test_cross_package_names_follow_debian() -> None:
 def test_debian11_compilers_give_glibc_2_31_programs(name: str, tmp_path: Path, build_settings: Settings) -> None:
     target = TARGETS[name]
     distribution = DISTRIBUTIONS["debian11"]
-    compilers = ensure_compilers(target, distribution, build_settings)
+    compilers = ensure_compilers(target, build_settings)
+    assert compilers.distribution == distribution  # the default base
     source = tmp_path / "program.cc"
     source.write_text(PROGRAM)
     binary = tmp_path / "program"
@@ -89,4 +90,4 @@ def test_debian11_compilers_give_glibc_2_31_programs(name: str, tmp_path: Path, 
     proc = run_on_release(compilers, binary)
     assert proc.stdout.strip() == "threads 4 omp 5050", proc.stderr
     # The second call finds everything in place and downloads nothing.
-    assert ensure_compilers(target, distribution, build_settings) == compilers
+    assert ensure_compilers(target, build_settings) == compilers

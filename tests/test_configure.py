@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from nnpack_toolchain.compilers import Compilers
 from nnpack_toolchain.configure import TEMPLATE, config_values, make_value, render, shell_words
+from nnpack_toolchain.distros import DISTRIBUTIONS
 from nnpack_toolchain.errors import ConfigurationError
 from nnpack_toolchain.nnpack import NnpackResult, SuiteSummary
 from nnpack_toolchain.targets import TARGETS
@@ -24,7 +26,9 @@ def fake_nnpack(target_name: str, root: str = "/opt/nntc") -> NnpackResult:
 
 def rendered(target_name: str, root: str = "/opt/nntc", sysroot: Path | None = None) -> str:
     sysroot = sysroot or Path(f"{root}/sysroots/{target_name}")
-    return render(TEMPLATE.read_text(), config_values(TARGETS[target_name], fake_nnpack(target_name, root), sysroot))
+    target = TARGETS[target_name]
+    compilers = Compilers(target, DISTRIBUTIONS["debian11"], Path(f"{root}/compilers/debian11-{target_name}"))
+    return render(TEMPLATE.read_text(), config_values(target, fake_nnpack(target_name, root), sysroot, compilers))
 
 
 @pytest.mark.parametrize("target_name", list(TARGETS))
@@ -36,7 +40,7 @@ def test_rendered_config_matches_reviewed_expectation(target_name):
 def test_host_probed_switches_are_pinned_per_target():
     arm = rendered("armv7")
     assert "USE_SSE = 0" in arm and "USE_F16C = 0" in arm and "USE_MKLDNN = 0" in arm and "USE_INTGEMM = 0" in arm
-    assert "export CXX = arm-linux-gnueabihf-g++" in arm
+    assert "/usr/bin/arm-linux-gnueabihf-g++-10 --sysroot=" in arm
     assert "-mfpu=neon-vfpv4" in arm and "USE_NNPACK = 1" in arm
     assert "USE_SSE = 1" in rendered("x86_64")
 
@@ -91,6 +95,8 @@ def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, mo
     monkeypatch.setattr(configure_module, "load_nnpack", lambda target, settings: fake_nnpack(target.name, root["path"]))
     monkeypatch.setattr(configure_module, "build_sysroot",
                         lambda target, settings, packages: Path("/opt/nntc/sysroots") / target.name)
+    monkeypatch.setattr(configure_module, "ensure_compilers", lambda target, settings: Compilers(  # no download
+        target, settings.distribution, Path(f"/opt/nntc/compilers/{settings.base}-{target.name}")))
     settings = Settings(home=tmp_path / "home")
     reviewed = (EXPECTED / "config-armv7.mk").read_text()
     first = configure_module.configure(TARGETS["armv7"], settings)

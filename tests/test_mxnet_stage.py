@@ -8,7 +8,7 @@ import pytest
 from conftest import run_invoke
 from nnpack_toolchain.errors import BuildError, PatchError
 from nnpack_toolchain.mxnet import apply_patches, classify_make_failure, mxnet_pin, prepare_tree
-from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.settings import PATCHES_DIR, Settings
 from nnpack_toolchain.sources import Patch, Pin
 from nnpack_toolchain.targets import TARGETS
 
@@ -55,7 +55,7 @@ def test_failed_preparation_leaves_no_tree(tmp_path):
     pin = pin_with([make_patch(tmp_path, "0001-x.patch", "int b = 2;", "int b = 3;")])
     with pytest.raises(PatchError):
         prepare_tree(pin, settings, TARGETS["arm64"], tmp_path / "log")
-    build = tmp_path / "home" / "build" / "arm64"
+    build = tmp_path / "home" / "build" / "arm64" / settings.base
     assert list(build.iterdir()) == [], "neither a tree nor a half-patched temporary copy may stay"
 
 
@@ -98,7 +98,7 @@ def test_mxnet_without_nnpack_build_says_what_to_run(tmp_path):
 def test_patch_series_is_complete_and_ordered():
     pin = mxnet_pin()
     names = [p.file.name for p in pin.patches]
-    assert names == sorted(names) and len(names) == 7
+    assert names == sorted(names) and len(names) == len(list((PATCHES_DIR / "mxnet").glob("*.patch"))) == 9
     for patch in pin.patches:
         text = patch.file.read_text()
         first_paragraph = text.split("\n\n", 1)[0]

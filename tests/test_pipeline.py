@@ -102,6 +102,7 @@ def test_the_configure_step_is_up_to_date_exactly_when_config_mk_keeps_its_conte
     monkeypatch.setattr(configure_module, "load_nnpack",
                         lambda target, settings: fake_nnpack(target.name, root["path"]))
     monkeypatch.setattr(configure_module, "build_sysroot", lambda target, settings, packages: tmp_path / "sysroot")
+    monkeypatch.setattr(configure_module, "ensure_compilers", configure_module.compilers_for)  # paths only
     settings = Settings(home=tmp_path / "home")
 
     def configure_status() -> str:

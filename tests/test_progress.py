@@ -259,7 +259,7 @@ def test_the_mxnet_step_shows_make_progress(tmp_path: Path, monkeypatch: pytest.
     config_mk.write_text("USE_NNPACK = 1\n")
     target = parse_target("arm64")
     settings = Settings(home=tmp_path / "home", ccache=False, jobs=2)
-    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {}, tmp_path, True))
+    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {"CXX": "g++"}, tmp_path, True))
     err = capsys.readouterr().err
     # 20 objects, 5 % each: a line per object after the opening one
     assert "  mxnet [arm64]: objects 0/20 (0%), 20 to go" in err

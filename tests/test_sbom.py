@@ -211,15 +211,16 @@ def test_components_agree_with_conans_own_graph(target: str, tmp_path: Path) -> 
     nodes, licences, contexts and edges must be what the SBOM derived from the recipes' source."""
     from conan.api.conan_api import ConanAPI
 
-    from nnpack_toolchain.conan_config import settings_lines
+    from nnpack_toolchain.conan_config import HOST_GCC, settings_lines
+    from nnpack_toolchain.distros import DEFAULT_BUILD, DISTRIBUTIONS
 
     arch = parse_target(target).conan_arch
     api = ConanAPI(str(tmp_path / "conan"))
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         for recipe in ["base", *(p.name for p in load_pins().values() if p.stage == "nnpack")]:
             api.export.export(str(RECIPES_DIR / recipe / "conanfile.py"), None, None, None, None, remotes=[])
-        (tmp_path / "host").write_text("\n".join(settings_lines(arch)) + "\n")
-        (tmp_path / "build").write_text("\n".join(settings_lines("x86_64")) + "\n")
+        (tmp_path / "host").write_text("\n".join(settings_lines(arch, DISTRIBUTIONS[DEFAULT_BUILD].gcc)) + "\n")
+        (tmp_path / "build").write_text("\n".join(settings_lines("x86_64", HOST_GCC)) + "\n")
         graph = api.graph.load_graph_requires([load_pins()["nnpack"].reference], None,
                                               api.profiles.get_profile([str(tmp_path / "host")]),
                                               api.profiles.get_profile([str(tmp_path / "build")]), None, [], False)

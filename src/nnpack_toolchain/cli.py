@@ -71,11 +71,13 @@ def usable_home(home: Path) -> Path:
 
 def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: object = None,
                   offline: bool = False, source: list[str] | None = None, backend: str = "fast",
-                  tests: str = "quick", ccache: bool = True) -> Settings:
+                  tests: str = "quick", ccache: bool = True, base: str | None = None) -> Settings:
     kwargs: dict[str, Any] = {}
     parsed_jobs = parse_count(jobs, "--jobs", default_hint=f"; leave it out to use every core ({os.cpu_count()})")
     if parsed_jobs is not None:
         kwargs["jobs"] = parsed_jobs
+    if base:
+        kwargs["base"] = base
     local_sources = parse_local_sources(source)
     check_source_names(local_sources)
     settings = Settings(

@@ -92,10 +92,16 @@ def host_apt_config(settings: Settings, distribution: Distribution) -> Path:
     return private_apt_config(root, sources, {"APT::Architecture": "amd64", "APT::Architectures": "amd64"})
 
 
-def ensure_compilers(target: Target, distribution: Distribution, settings: Settings) -> Compilers:
-    """The release's compilers for target, downloaded and unpacked on first use."""
-    final = compilers_dir(settings, target, distribution)
-    compilers = Compilers(target, distribution, final)
+def compilers_for(target: Target, settings: Settings) -> Compilers:
+    """Where the base distribution's compilers for target are (or will be); nothing is downloaded."""
+    distribution = settings.distribution
+    return Compilers(target, distribution, compilers_dir(settings, target, distribution))
+
+
+def ensure_compilers(target: Target, settings: Settings) -> Compilers:
+    """The base distribution's compilers for target, downloaded and unpacked on first use."""
+    compilers = compilers_for(target, settings)
+    distribution, final = compilers.distribution, compilers.root
     if (final / ".complete").is_file():
         link_binutils(compilers)
         return compilers

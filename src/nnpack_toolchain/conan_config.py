@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .compilers import Compilers, compilers_for
 from .conan_home import check_conan_home
 from .errors import BuildError
 from .files import atomic_write_text
@@ -23,6 +24,8 @@ from .settings import RECIPES_DIR, Settings
 from .targets import Target
 
 BUILD_PROFILE = "nntc-build"
+HOST_GCC = "12"
+"""The build host's own GCC (Debian 12): builds the tools that run during a build, never target code."""
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -55,45 +58,57 @@ def global_conf(settings: Settings) -> str:
     )
 
 
-def machine_file(target: Target) -> str:
+def emulator(compilers: Compilers) -> tuple[str, ...]:
+    """QEMU with the base distribution's libc of the target as its -L prefix (empty when native)."""
+    target = compilers.target
+    return (target.qemu_binary, "-L", str(compilers.libc_root)) if target.qemu_binary else ()
+
+
+def machine_file(compilers: Compilers) -> str:
     """Meson machine file: QEMU as exe_wrapper, so `meson test` runs cross tests instead of skipping."""
-    wrapper = ", ".join(f"'{part}'" for part in target.emulator)
-    if not target.emulator:
+    wrapper = ", ".join(f"'{part}'" for part in emulator(compilers))
+    if not compilers.target.emulator:
         return "[binaries]\n"
     # Conan writes needs_exe_wrapper = false when tools.build.cross_building:can_run is set;
     # this file comes later on the command line and wins.
     return f"[properties]\nneeds_exe_wrapper = true\n\n[binaries]\nexe_wrapper = [{wrapper}]\n"
 
 
-def settings_lines(conan_arch: str) -> list[str]:
+def settings_lines(conan_arch: str, gcc_version: str) -> list[str]:
     return [
         "[settings]",
         "os=Linux",
         f"arch={conan_arch}",
         "compiler=gcc",
-        "compiler.version=12",
+        f"compiler.version={gcc_version}",
         "compiler.libcxx=libstdc++11",
         "compiler.cppstd=gnu17",
         "build_type=Release",
     ]
 
 
-def host_profile(target: Target, settings: Settings, machine_file_path: Path) -> str:
-    flags = json.dumps(list(target.compiler_flags))
+def host_profile(compilers: Compilers, settings: Settings, machine_file_path: Path) -> str:
+    target = compilers.target
+    flags = json.dumps([*compilers.flags, *target.compiler_flags])
+    link_flags = json.dumps(list(compilers.flags))
     extra = {}
     if target.emulator:
-        extra["CMAKE_CROSSCOMPILING_EMULATOR"] = ";".join(target.emulator)
+        extra["CMAKE_CROSSCOMPILING_EMULATOR"] = ";".join(emulator(compilers))
     if settings.ccache:
         extra["CMAKE_C_COMPILER_LAUNCHER"] = "ccache"
         extra["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
-    compilers = json.dumps({"c": target.cc, "cpp": target.cxx})
+    executables = json.dumps({"c": str(compilers.cc), "cpp": str(compilers.cxx)})
+    distribution = compilers.distribution
     lines = [
-        f"# Host profile for target {target.name} ({target.gnu_triple}); generated from the target model.",
-        *settings_lines(target.conan_arch),
+        f"# Host profile for target {target.name} ({target.gnu_triple}) with Debian {distribution.suite}'s "
+        f"GCC {distribution.gcc} (glibc {distribution.glibc}); generated from the target model.",
+        *settings_lines(target.conan_arch, distribution.gcc),
         "[conf]",
-        f"tools.build:compiler_executables={compilers}",
+        f"tools.build:compiler_executables={executables}",
         f"tools.build:cflags={flags}",
         f"tools.build:cxxflags={flags}",
+        f"tools.build:sharedlinkflags={link_flags}",
+        f"tools.build:exelinkflags={link_flags}",
         f"tools.cmake.cmaketoolchain:system_processor={target.cmake_system_processor}",
         "tools.cmake.cmaketoolchain:generator=Ninja",
         f"tools.cmake.cmaketoolchain:extra_variables={json.dumps(extra)}",
@@ -109,7 +124,7 @@ def build_profile() -> str:
     return "\n".join(
         [
             "# Build profile: the x86-64 Debian host.",
-            *settings_lines("x86_64"),
+            *settings_lines("x86_64", HOST_GCC),
             "[conf]",
             "tools.cmake.cmaketoolchain:generator=Ninja",
             "",
@@ -129,15 +144,16 @@ def prepare_home(settings: Settings, target: Target) -> None:
 
 def _write_home_files(settings: Settings, target: Target) -> None:
     home = settings.conan_home
+    compilers = compilers_for(target, settings)  # paths only: the build steps download them
     write_if_changed(home / "global.conf", global_conf(settings))
     remotes = home / "remotes.json"
     if not remotes.exists():
         write_if_changed(remotes, json.dumps({"remotes": []}, indent=2) + "\n")
     machine = home / "machine-files" / f"{target.name}.ini"
-    write_if_changed(machine, machine_file(target))
+    write_if_changed(machine, machine_file(compilers))
     write_if_changed(home / "profiles" / BUILD_PROFILE, build_profile())
     write_if_changed(home / "profiles" / "default", build_profile())
-    write_if_changed(home / "profiles" / host_profile_name(target), host_profile(target, settings, machine))
+    write_if_changed(home / "profiles" / host_profile_name(target), host_profile(compilers, settings, machine))
 
 
 def conan_command() -> list[str]:

@@ -18,6 +18,7 @@ from .errors import ConfigurationError, ToolchainError
 from .files import atomic_write_text
 from .nnpack import RESULT_FILE, NnpackResult
 from .settings import PROJECT_ROOT, Settings
+from .compilers import Compilers, compilers_for, ensure_compilers
 from .sysroot import build_sysroot
 from .targets import Target
 
@@ -66,7 +67,7 @@ def render(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def config_values(target: Target, nnpack: NnpackResult, sysroot: Path) -> dict[str, str]:
+def config_values(target: Target, nnpack: NnpackResult, sysroot: Path, compilers: Compilers) -> dict[str, str]:
     multiarch = sysroot / "usr" / "lib" / target.gnu_triple
     openblas_lib = multiarch / "openblas-pthread"
     openblas_include = sysroot / "usr" / "include" / target.gnu_triple / "openblas-pthread"
@@ -80,8 +81,8 @@ def config_values(target: Target, nnpack: NnpackResult, sysroot: Path) -> dict[s
     return {
         "TARGET": make_value(target.name, name="TARGET"),
         "GNU_TRIPLE": make_value(target.gnu_triple, name="GNU_TRIPLE"),
-        "CC": shell_words([target.cc], name="CC"),
-        "CXX": shell_words([target.cxx], name="CXX"),
+        "CC": shell_words([str(compilers.cc), *compilers.flags], name="CC"),
+        "CXX": shell_words([str(compilers.cxx), *compilers.flags], name="CXX"),
         "AR": shell_words([target.ar], name="AR"),
         "ADD_CFLAGS": shell_words(cflags, name="ADD_CFLAGS"),
         "ADD_LDFLAGS": shell_words(ldflags, name="ADD_LDFLAGS"),
@@ -108,7 +109,7 @@ def configure(target: Target, settings: Settings, output: Path | None = None) ->
     with log.step("configure", target.name, f"config.mk from {TEMPLATE.name}", settings.logs_dir) as step:
         nnpack = load_nnpack(target, settings)
         sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
-        values = config_values(target, nnpack, sysroot)
+        values = config_values(target, nnpack, sysroot, ensure_compilers(target, settings))
         text = render(TEMPLATE.read_text(), values)
         changed = not config_mk.is_file() or config_mk.read_text() != text
         if changed:  # an unchanged file keeps its timestamp

@@ -85,7 +85,7 @@ def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -
     if local:  # an edit inside the local tree must rebuild: its content is part of the stamp
         check_tree("mxnet", local, pin.recipe_dir)
         stamp_value += f"|content {tree_digest(local)}"
-    tree = settings.home / "build" / target.name / f"mxnet-{pin.version}"
+    tree = settings.home / "build" / target.name / settings.base / f"mxnet-{pin.version}"
     stamp = tree / ".nntc-prepared"
     if stamp.is_file() and stamp.read_text() == stamp_value:
         return tree, resolved.line()
@@ -162,7 +162,9 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
                 step.note = "up to date"
                 return previous
         shutil.copyfile(config.config_mk, tree / "config.mk")
-        compiler = f"ccache {target.cxx}" if settings.ccache and shutil.which("ccache") else target.cxx
+        compiler = config.values["CXX"]  # the base distribution's g++ with its --sysroot
+        if settings.ccache and shutil.which("ccache"):
+            compiler = f"ccache {compiler}"
         try:
             # The Makefile picks up ./config.mk itself; a config= argument would reach the dmlc-core
             # and nnvm sub-makes through MAKEFLAGS and break them.

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import conan_config, log
+from .compilers import compilers_for, ensure_compilers
 from .doctor import require_tools
 from .errors import (
     BuildError,
@@ -107,7 +108,8 @@ def inputs_digest(target: Target, settings: Settings, backend: str, pins: list[P
                 digest.update(path.relative_to(folder.parent.parent).as_posix().encode())
                 digest.update(path.read_bytes())
     home = settings.conan_home
-    digest.update(conan_config.host_profile(target, settings, home / "machine-files" / f"{target.name}.ini").encode())
+    compilers = compilers_for(target, settings)
+    digest.update(conan_config.host_profile(compilers, settings, home / "machine-files" / f"{target.name}.ini").encode())
     digest.update(f"{backend}|{settings.tests}|{[p.reference for p in pins]}".encode())
     return digest.hexdigest()
 
@@ -136,6 +138,7 @@ def build_nnpack(target: Target, settings: Settings) -> NnpackResult:
             log.info(f"nnpack [{target.name}]: up to date ({previous.library})")
             return previous
 
+    ensure_compilers(target, settings)  # Debian's GCC of the base distribution, on first use
     nnpack_pin = next(p for p in pins if p.name == "nnpack")
     with conan_config.conan_lock(settings), log.step("nnpack", target.name, f"build {nnpack_pin.reference} ({backend} backend, tests: {settings.tests})",
                   settings.logs_dir) as step:

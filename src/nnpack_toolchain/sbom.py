@@ -50,7 +50,7 @@ from .errors import ToolchainError
 from .files import atomic_write_text
 from .settings import PROJECT_ROOT, source_date_epoch
 from .sources import GITHUB_ARCHIVE, Mirror, Pin, load_pins, sha256_of
-from .sysroot import DEBIAN_SUITE
+from .distros import DEFAULT_BUILD, DISTRIBUTIONS, Distribution
 from .targets import parse_target
 
 SPEC_VERSION = "1.6"
@@ -289,7 +289,7 @@ def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part]) ->
                 properties={"nntc:bundled-from": origin})
 
 
-def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]]) -> Part:
+def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: str) -> Part:
     from packageurl import PackageURL
 
     target = parse_target(target_name)
@@ -299,9 +299,9 @@ def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]]) -> Part
         if match:
             version = f"{match.group(1)}.{match.group(2)}"
     purl = PackageURL(type="deb", namespace="debian", name="openblas", version=version,
-                      qualifiers={"distro": DEBIAN_SUITE, "arch": target.debian_arch}).to_string()
+                      qualifiers={"distro": suite, "arch": target.debian_arch}).to_string()
     return Part(ref=OPENBLAS_REF, name="openblas", version=version, licences=("BSD-3-Clause",), purl=purl,
-                description=f"OpenBLAS (pthread variant) from Debian {DEBIAN_SUITE} {target.debian_arch}, "
+                description=f"OpenBLAS (pthread variant) from Debian {suite} {target.debian_arch}, "
                             "linked by MXNet",
                 references=[("website", "https://www.openblas.net/", None, "homepage")],
                 properties={"nntc:stage": "sysroot"})
@@ -309,7 +309,7 @@ def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]]) -> Part
 
 def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | None,
                   mxnet_result: Mapping | None, bundled_libraries: Iterable[tuple[str, str]],
-                  pins: Mapping[str, Pin]) -> list[Part]:
+                  pins: Mapping[str, Pin], suite: str) -> list[Part]:
     """Every component with its scope and edges; the wheel's direct dependencies come first."""
     used = [p for p in pins.values() if p.stage == "mxnet" or p.only_for_backend in (None, backend)]
     by_name = {p.name: p for p in used}
@@ -365,7 +365,7 @@ def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | No
                         f"{by_name['nnpack'].reference}: rebuild NNPACK before writing the SBOM")
 
     bundled = list(bundled_libraries)
-    openblas = _openblas_part(target_name, bundled)
+    openblas = _openblas_part(target_name, bundled, suite)
     parts["mxnet"].depends_on.append(OPENBLAS_REF)
     extra = [openblas]
     seen: set[str] = set()
@@ -488,7 +488,8 @@ def _wheel_component(target_name: str, backend: str, wheel_path: Path | None, mx
 
 def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict | None,
                mxnet_result: dict | None, bundled_libraries: Iterable[tuple[str, str]] = (),
-               pins: Mapping[str, Pin] | None = None) -> dict:
+               pins: Mapping[str, Pin] | None = None,
+               distribution: Distribution = DISTRIBUTIONS[DEFAULT_BUILD]) -> dict:
     """The CycloneDX 1.6 document (as JSON data) describing the wheel of target_name.
 
     wheel_path: the finished wheel (its name gives the version, its bytes the hash); None before
@@ -496,6 +497,7 @@ def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict
     NnpackResult / MxnetResult), for the backend, what was verified and what was applied.
     bundled_libraries: (file name, sha256) of each library in the wheel besides libmxnet.so
     (auditwheel's grafts, libnnpack.so if copied in). pins: load_pins() unless given (tests).
+    distribution: the base distribution whose compilers and libraries built it.
     """
     from cyclonedx.model import Property
     from cyclonedx.model.bom import Bom
@@ -512,12 +514,15 @@ def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict
     if mxnet_result and mxnet_result.get("target") not in (None, target.name):
         raise SbomError(f"MXNet result is for {mxnet_result['target']}, not {target.name}")
     parts = collect_parts(target.name, backend=backend, nnpack_result=nnpack_result, mxnet_result=mxnet_result,
-                          bundled_libraries=bundled_libraries, pins=pins)
+                          bundled_libraries=bundled_libraries, pins=pins, suite=distribution.suite)
 
     wheel = _wheel_component(target.name, backend, wheel_path, pins["mxnet"], nnpack_result, mxnet_result)
     components = {part.ref: _component(part) for part in parts}
     bom = Bom(components=components.values(),
-              properties=[Property(name="nntc:spec", value=f"CycloneDX {SPEC_VERSION}")])
+              properties=[Property(name="nntc:spec", value=f"CycloneDX {SPEC_VERSION}"),
+                          Property(name="nntc:base-distribution",
+                                   value=f"Debian {distribution.suite} ({distribution.name}), GCC {distribution.gcc}, "
+                                         f"glibc {distribution.glibc}, {distribution.manylinux}")])
     bom.metadata.component = wheel
     bom.metadata.timestamp = _timestamp().replace(microsecond=0)
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="nnpack-toolchain",

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .distros import DEFAULT_BUILD, Distribution, parse_distribution
 from .errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -52,15 +53,22 @@ class Settings:
     backend: str = "fast"
     tests: str = "quick"
     ccache: bool = True
+    base: str = DEFAULT_BUILD
+    """The base distribution (distros.py) whose compilers and libraries build the targets."""
 
     def __post_init__(self) -> None:
         if self.tests not in TEST_CHOICES:
             raise ConfigurationError(f"--tests must be one of {', '.join(TEST_CHOICES)}, not {self.tests!r}")
+        parse_distribution(self.base)  # an unknown name is refused here, with the known ones
         if self.jobs < 1:
             raise ConfigurationError(f"--jobs must be at least 1, not {self.jobs}")
         for name, path in self.local_sources.items():
             if not path.is_dir():
                 raise ConfigurationError(f"--source {name}={path}: not a directory")
+
+    @property
+    def distribution(self) -> Distribution:
+        return parse_distribution(self.base)
 
     @property
     def sources_dir(self) -> Path:

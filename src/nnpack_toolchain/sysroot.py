@@ -27,28 +27,27 @@ from .settings import Settings
 from .sources import DEBIAN_KEYRING, private_apt_config, system_debian_mirror
 from .targets import Target
 
-DEBIAN_SUITE = "bookworm"
 
 
 class SysrootPackageError(SourceError):
     """A requested package does not exist for the target architecture, or a .deb was bad."""
 
 
-def sysroot_dir(settings: Settings, target: Target, packages: list[str]) -> Path:
-    key = hashlib.sha256(f"{DEBIAN_SUITE}|{target.debian_arch}|{sorted(packages)}".encode()).hexdigest()[:12]
-    return settings.home / "sysroots" / f"{target.name}-{key}"
+def sysroot_dir(settings: Settings, target: Target, packages: list[str], suite: str) -> Path:
+    key = hashlib.sha256(f"{suite}|{target.debian_arch}|{sorted(packages)}".encode()).hexdigest()[:12]
+    return settings.home / "sysroots" / f"{target.name}-{suite}-{key}"
 
 
-def apt_config(settings: Settings, target: Target) -> Path:
+def apt_config(settings: Settings, target: Target, suite: str) -> Path:
     """Private apt configuration for the target's Debian architecture (created once, then reused)."""
-    root = settings.home / "apt-target" / target.debian_arch
+    root = settings.home / "apt-target" / suite / target.debian_arch
     config = root / "apt.conf"
     if config.is_file():
         return config
     mirror = system_debian_mirror()
     sources = "".join(
-        f"deb [arch={target.debian_arch} signed-by={DEBIAN_KEYRING}] {mirror} {suite} main\n"
-        for suite in (DEBIAN_SUITE, f"{DEBIAN_SUITE}-updates")
+        f"deb [arch={target.debian_arch} signed-by={DEBIAN_KEYRING}] {mirror} {name} main\n"
+        for name in (suite, f"{suite}-updates")
     )
     return private_apt_config(root, sources, {
         "APT::Architecture": target.debian_arch,
@@ -57,22 +56,24 @@ def apt_config(settings: Settings, target: Target) -> Path:
     })
 
 
-def build_sysroot(target: Target, settings: Settings, packages: list[str]) -> Path:
-    """Return a sysroot with `packages` (and dependencies) for target; build it if missing."""
-    final = sysroot_dir(settings, target, packages)
+def build_sysroot(target: Target, settings: Settings, packages: list[str], suite: str | None = None) -> Path:
+    """Return a sysroot with `packages` (and dependencies) for target from Debian `suite` (default: the
+    base distribution's); build it if missing."""
+    suite = suite or settings.distribution.suite
+    final = sysroot_dir(settings, target, packages, suite)
     if (final / ".complete").is_file():
         add_blas_links(final, target)  # idempotent; sysroots made by older versions get new links too
         return final
-    with log.step("sysroot", target.name, f"Debian {DEBIAN_SUITE} {target.debian_arch}: {' '.join(packages)}",
+    with log.step("sysroot", target.name, f"Debian {suite} {target.debian_arch}: {' '.join(packages)}",
                   settings.logs_dir) as step:
-        config = apt_config(settings, target)
+        config = apt_config(settings, target, suite)
         env = {"APT_CONFIG": str(config), "DEBIAN_FRONTEND": "noninteractive"}
         run(["apt-get", "update", "-q"], env=env, log_path=step.log_path, error=SysrootPackageError,
             what=f"apt-get update ({target.debian_arch})")
         missing = [p for p in packages if not _available(p, env)]
         if missing:
             raise SysrootPackageError(
-                f"no Debian {DEBIAN_SUITE} package {', '.join(missing)} for architecture {target.debian_arch}; "
+                f"no Debian {suite} package {', '.join(missing)} for architecture {target.debian_arch}; "
                 "check the name (apt-cache search NAME)"
             )
         archives = config.parent / "cache" / "archives"

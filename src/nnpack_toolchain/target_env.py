@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import log
+from .distros import DISTRIBUTIONS
 from .errors import ConfigurationError, ToolchainError
 from .runner import run
 from .settings import Settings
 from .sysroot import build_sysroot
 from .targets import Target
 
-PYTHON_VERSION = "3.11"
-"""Debian 12's Python: the target environments' interpreter."""
+PYTHON_RELEASE = DISTRIBUTIONS["debian12"]
+"""The release whose Python the smoke tests run (its python3.11 and numpy 1.24)."""
+PYTHON_VERSION = PYTHON_RELEASE.python
 RUNTIME_PACKAGES = [f"python{PYTHON_VERSION}", "python3-numpy", "python3-requests", "python3-pip",
                     "libopenblas0-pthread", "libgomp1", "libstdc++6"]
 """What `import mxnet` needs on an ARM target (mxnet.gluon imports requests), from Debian 12;
@@ -103,7 +105,7 @@ def python_env(target: Target, settings: Settings) -> PythonEnv:
 
 
 def sysroot_python(target: Target, settings: Settings) -> PythonEnv:
-    root = build_sysroot(target, settings, RUNTIME_PACKAGES)
+    root = build_sysroot(target, settings, RUNTIME_PACKAGES, suite=PYTHON_RELEASE.suite)
     interpreter = root / "usr" / "bin" / f"python{PYTHON_VERSION}"
     if not interpreter.is_file():
         raise ConfigurationError(f"{interpreter} missing from the sysroot; delete {root} and rerun")

@@ -36,6 +36,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from . import log
+from .distros import Distribution
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .runner import capture, run
@@ -303,7 +304,8 @@ MXNET_REQUIRES = ("numpy>1.16.0,<2.0.0", "requests>=2.20.0,<3", "graphviz<0.9.0,
 """What MXNet 1.9.1's own setup.py requires."""
 
 
-def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, wheel_version: str) -> str:
+def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, wheel_version: str,
+                 distribution: Distribution) -> str:
     from .mxnet import mxnet_pin
     from .sources import load_pins
 
@@ -311,7 +313,9 @@ def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, whe
     lines = [
         f"# MXNet {mxnet_version} with NNPACK ({target.name})",
         "",
-        f"Wheel version `{wheel_version}`, built by nnpack-toolchain for `{target.gnu_triple}`.",
+        f"Wheel version `{wheel_version}`, built by nnpack-toolchain for `{target.gnu_triple}` with Debian "
+        f"{distribution.suite}'s GCC {distribution.gcc} against its glibc {distribution.glibc} "
+        f"({distribution.manylinux}: {distribution.boards} and later).",
         "",
         f"- NNPACK {nnpack_pin.version}, commit `{nnpack_pin.commit}`, {nnpack.backend} backend, "
         "shared library `libnnpack.so` next to `libmxnet.so`.",
@@ -350,13 +354,14 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             raise ConfigurationError(f"{path} is gone: rerun invoke mxnet --arch {target.name}")
     pin = mxnet_pin()
     wheel_version = f"{pin.version}+nnpack.{load_nnpack_commit()[:7]}"
-    readme = mxnet_readme(target, nnpack, pin.version, wheel_version)
+    readme = mxnet_readme(target, nnpack, pin.version, wheel_version, settings.distribution)
     digest = digest_of(library, nnpack_library, readme, str(source_date_epoch()),
                        Path(__file__).read_text(),
                        *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")))
     wheels_dir = out_dir / "wheel"
     result_path = out_dir / RESULT_FILE
-    with log.step("wheel", target.name, f"mxnet {wheel_version} wheel (auditwheel repair against Debian {target.debian_arch})",
+    with log.step("wheel", target.name, f"mxnet {wheel_version} wheel (auditwheel repair against Debian "
+                  f"{settings.distribution.suite} {target.debian_arch})",
                   settings.logs_dir) as step:
         if result_path.is_file():
             previous = WheelResult(**json.loads(result_path.read_text()))
@@ -374,6 +379,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             license="Apache-2.0", readme=readme, requires_dist=MXNET_REQUIRES)
         with tempfile.TemporaryDirectory(prefix=".wheel-", dir=out_dir) as tmp:
             result = build_wheel(spec, target, sysroot, Path(tmp), step.log_path)
+            require_floor(result.manylinux_floor, settings.distribution, step.log_path)
             for old in wheels_dir.glob("*.whl") if wheels_dir.is_dir() else ():
                 old.unlink()
             wheels_dir.mkdir(exist_ok=True)
@@ -381,10 +387,25 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             os.replace(result.wheel, final)
         result.wheel = str(final)
         result.inputs_digest = digest
-        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet))
+        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution))
         result.save(result_path)
         step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}"
     return result
+
+
+def floor_version(tag: str) -> tuple[int, int]:
+    major, minor = re.fullmatch(r"manylinux_(\d+)_(\d+)", tag).groups()
+    return int(major), int(minor)
+
+
+def require_floor(floor: str, distribution: Distribution, log_path: Path) -> None:
+    """A wheel built against a release's glibc must install where that release does: a higher floor
+    means something linked the host's newer libraries."""
+    if floor_version(floor) > floor_version(distribution.manylinux):
+        raise VerificationError(
+            f"the wheel came out {floor}, above {distribution.manylinux} of its base {distribution.name} "
+            f"(glibc {distribution.glibc}): a library or object was built against a newer glibc; "
+            "auditwheel show in the log names the symbols", log_path=log_path)
 
 
 def bundled_libraries(wheel: Path) -> list[tuple[str, str]]:
@@ -394,7 +415,8 @@ def bundled_libraries(wheel: Path) -> list[tuple[str, str]]:
                       if ".so" in Path(n).name and Path(n).name != "libmxnet.so")
 
 
-def write_wheel_sbom(target: Target, wheel: Path, nnpack: "NnpackResult", mxnet: "MxnetResult") -> Path:
+def write_wheel_sbom(target: Target, wheel: Path, nnpack: "NnpackResult", mxnet: "MxnetResult",
+                     distribution: Distribution) -> Path:
     """The CycloneDX SBOM next to the wheel (<wheel name>.cdx.json)."""
     from .sbom import build_sbom, sbom_path, write_sbom
 
@@ -402,7 +424,7 @@ def write_wheel_sbom(target: Target, wheel: Path, nnpack: "NnpackResult", mxnet:
         if old.name != sbom_path(wheel).name:
             old.unlink()
     document = build_sbom(target.name, wheel_path=wheel, nnpack_result=asdict(nnpack), mxnet_result=asdict(mxnet),
-                          bundled_libraries=bundled_libraries(wheel))
+                          bundled_libraries=bundled_libraries(wheel), distribution=distribution)
     return write_sbom(sbom_path(wheel), document)
 
 

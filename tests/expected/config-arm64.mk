@@ -7,8 +7,8 @@
 #-------------------------------------------------------------------------------
 
 # Cross toolchain for the target. MXNet compiles and links with $(CXX); dmlc-core reads $(CC).
-export CC = aarch64-linux-gnu-gcc
-export CXX = aarch64-linux-gnu-g++
+export CC = /opt/nntc/compilers/debian11-arm64/usr/bin/aarch64-linux-gnu-gcc-10 --sysroot=/opt/nntc/compilers/debian11-arm64
+export CXX = /opt/nntc/compilers/debian11-arm64/usr/bin/aarch64-linux-gnu-g++-10 --sysroot=/opt/nntc/compilers/debian11-arm64
 export AR = aarch64-linux-gnu-ar
 export NVCC = nvcc
 

@@ -7,8 +7,8 @@
 #-------------------------------------------------------------------------------
 
 # Cross toolchain for the target. MXNet compiles and links with $(CXX); dmlc-core reads $(CC).
-export CC = arm-linux-gnueabihf-gcc
-export CXX = arm-linux-gnueabihf-g++
+export CC = /opt/nntc/compilers/debian11-armv7/usr/bin/arm-linux-gnueabihf-gcc-10 --sysroot=/opt/nntc/compilers/debian11-armv7
+export CXX = /opt/nntc/compilers/debian11-armv7/usr/bin/arm-linux-gnueabihf-g++-10 --sysroot=/opt/nntc/compilers/debian11-armv7
 export AR = arm-linux-gnueabihf-ar
 export NVCC = nvcc
 

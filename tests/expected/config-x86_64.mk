@@ -7,8 +7,8 @@
 #-------------------------------------------------------------------------------
 
 # Cross toolchain for the target. MXNet compiles and links with $(CXX); dmlc-core reads $(CC).
-export CC = x86_64-linux-gnu-gcc
-export CXX = x86_64-linux-gnu-g++
+export CC = /opt/nntc/compilers/debian11-x86_64/usr/bin/gcc-10 --sysroot=/opt/nntc/compilers/debian11-x86_64
+export CXX = /opt/nntc/compilers/debian11-x86_64/usr/bin/g++-10 --sysroot=/opt/nntc/compilers/debian11-x86_64
 export AR = x86_64-linux-gnu-ar
 export NVCC = nvcc
 
