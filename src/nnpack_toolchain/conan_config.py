@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .compilers import Compilers, compilers_for
+from .compilers import Compilers, compilers_for, ensure_compilers
 from .conan_home import check_conan_home
 from .errors import BuildError
 from .files import atomic_write_text
@@ -205,6 +205,7 @@ def conan_local_sources(settings: Settings) -> dict[str, Path]:
 def create(target: Target, settings: Settings, recipe: str, log_path: Path, *, backend: str | None = None) -> None:
     """`conan create` of a recipe for a target: builds what is missing, then runs its test_package
     (unless tests are off)."""
+    ensure_compilers(target, settings)  # the profile names the base distribution's compilers
     rebuild_local = [f"--build={name}/*" for name in conan_local_sources(settings)]
     no_test_package = ["--test-folder="] if settings.tests == "none" else []  # --tests none: no tests at all
     run([*conan_command(), "create", RECIPES_DIR / recipe, *package_args(target, settings, backend=backend),
