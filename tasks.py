@@ -250,7 +250,8 @@ def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1
         if results["memory"]:
             from nnpack_toolchain import bench_memory
 
-            console.print(bench_memory.memory_table(results["memory"], target.name, benchmark.POLICY_LABELS))
+            console.print(bench_memory.memory_table(results["memory"], target.name, benchmark.POLICY_LABELS,
+                                                    benchmark.POLICIES))
             for violation in results["memory_violations"]:
                 console.out(f"bench [{target.name}]: over the memory budget: {violation}")
         if results["emulated"]:

@@ -48,7 +48,7 @@ def test_memory_table_shows_the_difference_and_the_tuning_cost() -> None:
                cell("resnet18", "always", 320),
                cell("resnet18", "auto", 350, settle_passes=31, settle_seconds=4.25, transform_bytes=12 * MiB,
                     seconds=0.030)]
-    text = render(bench_memory.memory_table(records, "x86_64", bench.POLICY_LABELS))
+    text = render(bench_memory.memory_table(records, "x86_64", bench.POLICY_LABELS, bench.POLICIES))
     row = next(line for line in text.splitlines() if "resnet18" in line)
     for value in ("300", "320", "350", "+50", "100", "12.0", "31 passes, 4.2 s", "40.0", "30.0"):
         assert value in row, (value, row)

@@ -14,6 +14,7 @@ Results: a table, `<home>/out/<target>/bench/bench.json` and `bench.png` (matplo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -94,12 +95,13 @@ def cpu_name() -> str:
 
 
 def run_script(env: PythonEnv, site: Path, args: list[str], extra_env: dict[str, str], log_path: Path,
-               what: str, choices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Run bench_models.py on the target; `choices` collects the auto policy's measured choices."""
+               what: str, choices: list[dict[str, Any]] | None = None,
+               script: str = "bench_models.py") -> list[dict[str, Any]]:
+    """Run a target script (bench_models.py, memory_cell.py) on the target; `choices` collects the
+    auto policy's measured choices."""
     if choices is not None:
         extra_env = {**extra_env, "MXNET_NNPACK_VERBOSE": "1"}
-    proc = env.run([SCRIPTS / "bench_models.py", *args], extra_env={"PYTHONPATH": str(site), **extra_env},
-                   timeout=7200)
+    proc = env.run([SCRIPTS / script, *args], extra_env={"PYTHONPATH": str(site), **extra_env}, timeout=7200)
     with open(log_path, "a") as stream:
         stream.write(f"\n# {what}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
     if proc.returncode != 0:
@@ -176,9 +178,12 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                 if failures:
                     raise VerificationError("NNPACK and MXNet's own outputs differ under QEMU: " + "; ".join(failures),
                                             log_path=step.log_path)
-            if options.memory:
-                results["memory"] = bench_memory.run_cells(env, site, models, options.networks, options.batches,
-                                                           options.iterations, threads, step.log_path)
+            if options.memory:  # one process per cell: a peak RSS is the whole process's high-water mark
+                for network, batch, policy in itertools.product(options.networks, options.batches, POLICIES):
+                    results["memory"] += run_script(
+                        env, site, ["--models", str(models), "--network", network, "--batch", str(batch),
+                                    "--policy", policy, "--iterations", str(options.iterations)],
+                        threads, step.log_path, f"memory {network} batch {batch} {policy}", script="memory_cell.py")
                 results["memory_violations"] = bench_memory.budget_violations(results["memory"])
             if not emulated and options.timing:
                 batches = ",".join(map(str, options.batches))

@@ -1,7 +1,7 @@
 """`invoke bench --memory`: peak memory and the cost of the auto policy's tuning, per cell.
 
-Each cell (network, batch, policy) runs in a process of its own (target_scripts/memory_cell.py),
-because a process's peak RSS is a high-water mark: policies alternating in one process, as the
+Each cell (network, batch, policy) runs in a process of its own (target_scripts/memory_cell.py,
+run by bench.run_bench), because a process's peak RSS is a high-water mark: policies alternating in one process, as the
 speed table does, would all report the largest. Per cell: peak RSS, the passes and seconds the
 auto policy took to settle, the steady-state time per pass (median of --iterations), and
 NNPACK's own memory (transform and workspace bytes, the budget) from mx.runtime.nnpack_status().
@@ -12,41 +12,12 @@ budget (NNPACK's precomputed kernel transforms and workspace growth are what the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import VerificationError
-from .smoke import SCRIPTS
-from .target_env import PythonEnv
-
-MEMORY_POLICIES = ("never", "always", "auto")
 MiB = 1 << 20
-
-
-def run_cells(env: PythonEnv, site: Path, models: Path, networks: tuple[str, ...], batches: tuple[int, ...],
-              iterations: int, extra_env: dict[str, str], log_path: Path) -> list[dict[str, Any]]:
-    """Every (network, batch, policy) cell in its own target-Python process."""
-    records = []
-    for network in networks:
-        for batch in batches:
-            for policy in MEMORY_POLICIES:
-                args = [SCRIPTS / "memory_cell.py", "--models", models, "--network", network,
-                        "--batch", str(batch), "--policy", policy, "--iterations", str(iterations)]
-                proc = env.run(args, extra_env={"PYTHONPATH": str(site), **extra_env}, timeout=7200)
-                with open(log_path, "a") as stream:
-                    stream.write(f"\n# memory {network} batch {batch} {policy}: exit {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}\n")
-                if proc.returncode != 0:
-                    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                    raise VerificationError(f"memory cell {network} batch {batch} {policy} failed: {last}",
-                                            log_path=log_path)
-                records += [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines()
-                            if line.startswith("RESULT ")]
-    return records
 
 
 def budget_violations(records: list[dict[str, Any]]) -> list[str]:
@@ -65,9 +36,10 @@ def budget_violations(records: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def memory_table(records: list[dict[str, Any]], target: str, labels: dict[str, str]) -> Table:
+def memory_table(records: list[dict[str, Any]], target: str, labels: dict[str, str],
+                 policies: tuple[str, ...]) -> Table:
     table = Table(title=escape(f"peak RSS (MiB) and the auto policy's tuning cost [{target}]"), title_justify="left")
-    for column in ("network", "batch", *(labels[p] for p in MEMORY_POLICIES), "auto - MXNet",
+    for column in ("network", "batch", *(labels[p] for p in policies), "auto - MXNet",
                    "budget", "transforms held", "auto settles after", "ms/pass MXNet", "ms/pass auto"):
         table.add_column(column, justify="left" if column == "network" else "right")
     cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
@@ -78,7 +50,7 @@ def memory_table(records: list[dict[str, Any]], target: str, labels: dict[str, s
         auto = by_policy.get("auto", {})
         never = by_policy.get("never", {})
         table.add_row(
-            network, str(batch), *(f"{rss[p]:.0f}" if p in rss else "-" for p in MEMORY_POLICIES),
+            network, str(batch), *(f"{rss[p]:.0f}" if p in rss else "-" for p in policies),
             f"{rss['auto'] - rss['never']:+.0f}" if "auto" in rss and "never" in rss else "-",
             f"{auto['memory_budget_bytes'] / MiB:.0f}" if auto.get("memory_budget_bytes") is not None else "-",
             f"{auto['transform_bytes'] / MiB:.1f}" if auto.get("transform_bytes") is not None else "-",
