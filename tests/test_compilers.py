@@ -47,8 +47,8 @@ def versions(binary: Path, prefix: str) -> list[tuple[int, ...]]:
 
 def run_on_release(compilers: Compilers, binary: Path) -> subprocess.CompletedProcess[str]:
     target = compilers.target
-    if target.qemu_binary:
-        command = [target.qemu_binary, "-L", str(compilers.libc_root), str(binary)]
+    if compilers.emulator:
+        command = [*compilers.emulator, str(binary)]
     else:  # the release's own loader and libraries, not the host's
         root = compilers.libc_root
         libdirs = f"{root}/lib/{target.gnu_triple}:{root}/usr/lib/{target.gnu_triple}"

@@ -23,8 +23,7 @@ from .distros import Distribution
 from .errors import ConfigurationError
 from .runner import run
 from .settings import Settings
-from .sources import DEBIAN_KEYRING, private_apt_config, system_debian_mirror
-from .sysroot import SysrootPackageError, unpack_debs
+from .sysroot import SysrootPackageError, suite_apt_config, unpack_debs
 from .targets import Target
 
 BINUTILS = ("as", "ld", "ld.bfd", "ar", "nm", "objcopy", "objdump", "ranlib", "readelf", "strip")
@@ -50,6 +49,12 @@ class Compilers:
     def flags(self) -> tuple[str, ...]:
         """What every compile and link needs: this release's headers and libraries, not the host's."""
         return (f"--sysroot={self.root}",)
+
+    @property
+    def emulator(self) -> tuple[str, ...]:
+        """QEMU with this release's libc of the target as its -L prefix (empty when native)."""
+        target = self.target
+        return (target.qemu_binary, "-L", str(self.libc_root)) if target.qemu_binary else ()
 
     @property
     def libc_root(self) -> Path:
@@ -84,12 +89,7 @@ def compilers_dir(settings: Settings, target: Target, distribution: Distribution
 
 def host_apt_config(settings: Settings, distribution: Distribution) -> Path:
     """Private apt configuration for the release's amd64 packages (the build host's architecture)."""
-    root = settings.home / "apt-host" / distribution.suite
-    if (root / "apt.conf").is_file():
-        return root / "apt.conf"
-    sources = "".join(f"deb [arch=amd64 signed-by={DEBIAN_KEYRING}] {system_debian_mirror()} {suite} main\n"
-                      for suite in (distribution.suite, f"{distribution.suite}-updates"))
-    return private_apt_config(root, sources, {"APT::Architecture": "amd64", "APT::Architectures": "amd64"})
+    return suite_apt_config(settings.home / "apt-host" / distribution.suite, distribution.suite, "amd64")
 
 
 def compilers_for(target: Target, settings: Settings) -> Compilers:

@@ -58,16 +58,10 @@ def global_conf(settings: Settings) -> str:
     )
 
 
-def emulator(compilers: Compilers) -> tuple[str, ...]:
-    """QEMU with the base distribution's libc of the target as its -L prefix (empty when native)."""
-    target = compilers.target
-    return (target.qemu_binary, "-L", str(compilers.libc_root)) if target.qemu_binary else ()
-
-
 def machine_file(compilers: Compilers) -> str:
     """Meson machine file: QEMU as exe_wrapper, so `meson test` runs cross tests instead of skipping."""
-    wrapper = ", ".join(f"'{part}'" for part in emulator(compilers))
-    if not compilers.target.emulator:
+    wrapper = ", ".join(f"'{part}'" for part in compilers.emulator)
+    if not compilers.emulator:
         return "[binaries]\n"
     # Conan writes needs_exe_wrapper = false when tools.build.cross_building:can_run is set;
     # this file comes later on the command line and wins.
@@ -92,8 +86,8 @@ def host_profile(compilers: Compilers, settings: Settings, machine_file_path: Pa
     flags = json.dumps([*compilers.flags, *target.compiler_flags])
     link_flags = json.dumps(list(compilers.flags))
     extra = {}
-    if target.emulator:
-        extra["CMAKE_CROSSCOMPILING_EMULATOR"] = ";".join(emulator(compilers))
+    if compilers.emulator:
+        extra["CMAKE_CROSSCOMPILING_EMULATOR"] = ";".join(compilers.emulator)
     if settings.ccache:
         extra["CMAKE_C_COMPILER_LAUNCHER"] = "ccache"
         extra["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
@@ -115,7 +109,7 @@ def host_profile(compilers: Compilers, settings: Settings, machine_file_path: Pa
         "tools.gnu:pkg_config=pkg-config",
         f"tools.meson.mesontoolchain:extra_machine_files={json.dumps([str(machine_file_path)])}",
     ]
-    if target.emulator:
+    if compilers.emulator:
         lines.append("tools.build.cross_building:can_run=True")
     return "\n".join(lines) + "\n"
 

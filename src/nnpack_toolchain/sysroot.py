@@ -40,18 +40,20 @@ def sysroot_dir(settings: Settings, target: Target, packages: list[str], suite: 
 
 def apt_config(settings: Settings, target: Target, suite: str) -> Path:
     """Private apt configuration for the target's Debian architecture (created once, then reused)."""
-    root = settings.home / "apt-target" / suite / target.debian_arch
+    return suite_apt_config(settings.home / "apt-target" / suite / target.debian_arch, suite, target.debian_arch)
+
+
+def suite_apt_config(root: Path, suite: str, arch: str) -> Path:
+    """A private apt configuration under root for Debian `suite` (and its -updates) and `arch`."""
     config = root / "apt.conf"
     if config.is_file():
         return config
     mirror = system_debian_mirror()
-    sources = "".join(
-        f"deb [arch={target.debian_arch} signed-by={DEBIAN_KEYRING}] {mirror} {name} main\n"
-        for name in (suite, f"{suite}-updates")
-    )
+    sources = "".join(f"deb [arch={arch} signed-by={DEBIAN_KEYRING}] {mirror} {name} main\n"
+                      for name in (suite, f"{suite}-updates"))
     return private_apt_config(root, sources, {
-        "APT::Architecture": target.debian_arch,
-        "APT::Architectures": target.debian_arch,
+        "APT::Architecture": arch,
+        "APT::Architectures": arch,
         "APT::Install-Recommends": "false",
     })
 
