@@ -98,7 +98,7 @@ def test_mxnet_without_nnpack_build_says_what_to_run(tmp_path):
 def test_patch_series_is_complete_and_ordered():
     pin = mxnet_pin()
     names = [p.file.name for p in pin.patches]
-    assert names == sorted(names) and len(names) == len(list((PATCHES_DIR / "mxnet").glob("*.patch"))) == 9
+    assert names == sorted(names) and len(names) == len(list((PATCHES_DIR / "mxnet").glob("*.patch"))) == 10
     for patch in pin.patches:
         text = patch.file.read_text()
         first_paragraph = text.split("\n\n", 1)[0]

@@ -300,8 +300,9 @@ def digest_of(*parts: str | Path) -> str:
 
 # -- the MXNet wheel --------------------------------------------------------------------------------
 
-MXNET_REQUIRES = ("numpy>1.16.0,<2.0.0", "requests>=2.20.0,<3", "graphviz<0.9.0,>=0.8.1")
-"""What MXNet 1.9.1's own setup.py requires."""
+MXNET_REQUIRES = ("numpy>=1.19,<2.3", "requests>=2.20.0,<3", "graphviz<0.9.0,>=0.8.1")
+"""MXNet 1.9.1's own setup.py requirements, with the numpy range patch 0010 makes work: 1.19
+(Debian 11) to 2.2 (Debian 13), each tested by the smoke suite on that release's Python."""
 
 
 def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, wheel_version: str,
