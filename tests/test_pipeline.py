@@ -18,6 +18,7 @@ from rich.console import Console
 
 from conftest import MXNET_BUILD_HOME, REPO, SMOKE_TESTS, require_sources, shared_source_cache
 from nnpack_toolchain import pipeline
+from nnpack_toolchain.distros import SMOKE_RELEASES
 from nnpack_toolchain.errors import BuildError
 from nnpack_toolchain.report import read_report, summary_markdown
 from nnpack_toolchain.settings import Settings
@@ -337,4 +338,4 @@ def test_mxnet_wheel_passes_the_smoke_suite_on_its_target(name: str, tmp_path: P
     assert any(n.startswith("libopenblas") for n in wheel.grafted), wheel.grafted
     result = run_smoke(target, settings)
     assert result.failed == 0, [(t.test, t.detail) for t in result.tests if not t.ok]
-    assert [t.test for t in result.tests] == SMOKE_TESTS
+    assert [(t.python, t.test) for t in result.tests] == [(r, n) for r in SMOKE_RELEASES for n in SMOKE_TESTS]

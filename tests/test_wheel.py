@@ -19,9 +19,10 @@ from packaging.utils import parse_wheel_filename
 from conftest import REPO, SMOKE_SUITE_CHECKS, SMOKE_TESTS
 from nnpack_toolchain.compilers import ensure_compilers
 from nnpack_toolchain.configure import BUILD_SYSROOT_PACKAGES
+from nnpack_toolchain.distros import DISTRIBUTIONS, SMOKE_RELEASES
 from nnpack_toolchain.errors import ConfigurationError
 from nnpack_toolchain.settings import Settings
-from nnpack_toolchain.smoke import SCRIPTS, parse_results, run_smoke
+from nnpack_toolchain.smoke import SCRIPTS, parse_results, release_checks, run_smoke, wheel_glibc
 from nnpack_toolchain.sysroot import SysrootPackageError, build_sysroot, unpack_debs
 from nnpack_toolchain.target_env import WheelRejectedError, python_env
 from nnpack_toolchain.targets import TARGETS, Target
@@ -113,26 +114,33 @@ def test_demo_wheel_is_tagged_repaired_and_reproducible(name: str, demo_wheels: 
 
 @pytest.mark.network
 @pytest.mark.slow
+@pytest.mark.parametrize("release", SMOKE_RELEASES)
 @pytest.mark.parametrize("name", list(TARGETS))
-def test_demo_wheel_installs_and_runs_on_its_target(name: str, demo_wheels: dict[str, tuple[Path, Path]],
-                                                    home: Settings, tmp_path: Path) -> None:
-    target = TARGETS[name]
-    env = python_env(target, home)
+def test_demo_wheel_installs_and_runs_on_each_release_of_its_target(name: str, release: str, home: Settings,
+                                                                    demo_wheels: dict[str, tuple[Path, Path]],
+                                                                    tmp_path: Path) -> None:
+    """The release's own Python, numpy and glibc (not the host's) install and load the wheel."""
+    target, distribution = TARGETS[name], DISTRIBUTIONS[release]
+    env = python_env(target, home, distribution)
     env.install_wheel(demo_wheels[name][0], tmp_path / "site", tmp_path / "log")
-    proc = env.run(["-c", "import nntc_wheel_demo as d, json; print(json.dumps(d.describe()))"],
+    proc = env.run(["-c", "import nntc_wheel_demo as d, json, sys, platform, numpy; print(json.dumps(d.describe())); "
+                    "print(sys.version_info[:2], platform.libc_ver()[1], numpy.__version__)"],
                    extra_env={"PYTHONPATH": str(tmp_path / "site")})
     assert proc.returncode == 0, proc.stderr
     assert f'"machine": "{MACHINE_NAMES[name]}"' in proc.stdout
     assert '"norm_3_4": 5.0' in proc.stdout
+    major, minor = distribution.python.split(".")
+    assert f"({major}, {minor}) {distribution.glibc} {distribution.numpy}." in proc.stdout, proc.stdout
 
 
 @pytest.mark.network
 @pytest.mark.slow
+@pytest.mark.parametrize("release", SMOKE_RELEASES)
 @pytest.mark.parametrize(("wheel_of", "installed_on"), [("arm64", "armv7"), ("arm64", "x86_64"), ("x86_64", "arm64")])
-def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installed_on: str, home: Settings,
-                                                         demo_wheels: dict[str, tuple[Path, Path]],
+def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installed_on: str, release: str,
+                                                         home: Settings, demo_wheels: dict[str, tuple[Path, Path]],
                                                          tmp_path: Path) -> None:
-    env = python_env(TARGETS[installed_on], home)
+    env = python_env(TARGETS[installed_on], home, DISTRIBUTIONS[release])
     with pytest.raises(WheelRejectedError, match="not a supported wheel on this platform"):
         env.install_wheel(demo_wheels[wheel_of][0], tmp_path / "site", tmp_path / "log")
     assert not (tmp_path / "site").exists()
@@ -144,6 +152,28 @@ def test_pip_on_the_target_refuses_another_targets_wheel(wheel_of: str, installe
 def test_smoke_refuses_a_wheel_for_another_target(demo_wheels: dict[str, tuple[Path, Path]], home: Settings) -> None:
     with pytest.raises(ConfigurationError, match="was built for arm64, not armv7"):
         run_smoke(TARGETS["armv7"], home, demo_wheels["arm64"][0])
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_a_release_below_the_wheels_floor_must_refuse_it(demo_wheels: dict[str, tuple[Path, Path]], home: Settings,
+                                                         tmp_path: Path) -> None:
+    """A wheel built on Debian 12 (manylinux_2_36) is refused by Debian 11's pip: that refusal is its
+    smoke check there (run_smoke checked beforehand that the wheel is for this machine)."""
+    wheel = demo_wheels["arm64"][0]
+    newer = tmp_path / (wheel.name.split("-py3-none-")[0] + "-py3-none-manylinux_2_36_aarch64.whl")
+    newer.write_bytes(wheel.read_bytes())
+    assert wheel_glibc(newer) == (2, 36)
+    env = python_env(TARGETS["arm64"], home, DISTRIBUTIONS["debian11"])
+    [check] = release_checks(env, newer, Settings(home=tmp_path / "home"), tmp_path / "log")
+    assert check.ok and check.test == "pip refuses the wheel (needs glibc 2.36)", check
+    assert not (tmp_path / "home" / "smoke").exists() or not any((tmp_path / "home" / "smoke").rglob("*.py"))
+
+
+def test_wheel_glibc_is_the_lowest_manylinux_tag(tmp_path: Path) -> None:
+    assert wheel_glibc(tmp_path / "m-1-py3-none-manylinux_2_17_aarch64.manylinux_2_31_aarch64.whl") == (2, 17)
+    with pytest.raises(ConfigurationError, match="no manylinux_X_Y platform tag"):
+        wheel_glibc(tmp_path / "m-1-py3-none-linux_aarch64.whl")
 
 
 def test_wheel_names_map_to_targets(tmp_path: Path) -> None:
@@ -213,3 +243,16 @@ def test_corrupt_deb_leaves_nothing_half_unpacked(tmp_path: Path) -> None:
     unpack_debs([good], final, TARGETS["arm64"], tmp_path / "log")
     assert (final / "usr" / "share" / "nntc-good" / "file.txt").read_text() == "payload\n"
     assert (final / ".complete").is_file()
+
+
+def test_a_merged_usr_sysroot_gets_the_links_base_files_would_make(tmp_path: Path) -> None:
+    """Debian 13's libc6 ships /usr/lib/ld-linux-aarch64.so.1 only; the ELF interpreter is /lib/..."""
+    deb = make_deb(tmp_path / "debs", "nntc-usr")
+    package = tmp_path / "debs" / "nntc-usr"
+    (package / "usr" / "lib").mkdir()
+    (package / "usr" / "lib" / "ld-linux-aarch64.so.1").write_text("loader\n")
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", package, deb], check=True, capture_output=True)
+    final = tmp_path / "sysroot"
+    unpack_debs([deb], final, TARGETS["arm64"], tmp_path / "log")
+    assert (final / "lib").is_symlink() and (final / "lib" / "ld-linux-aarch64.so.1").read_text() == "loader\n"
+    assert not (final / "bin").exists(), "no usr/bin, so no bin link"

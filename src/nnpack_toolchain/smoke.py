@@ -1,14 +1,18 @@
-"""Stage 6: install the target's wheel into the target's Python and run the smoke suite there.
+"""Stage 6: install the target's wheel into each supported release's Python and run the smoke suite there.
 
-The suite (target_scripts/smoke_suite.py) runs under QEMU on ARM, natively on x86-64, in two
-interpreter runs: the main suite, then one with MXNET_NNPACK_FORCE_INIT_FAILURE=1 that must
-fall back to MXNet's own code and warn exactly once. Results: a table (test, result, time),
-`<home>/out/<target>/smoke-result.json`, and a VerificationError naming the failed tests.
+For every release in distros.SMOKE_RELEASES (Debian 11, 12 and 13: python3.9 / numpy 1.19,
+python3.11 / numpy 1.24, python3.13 / numpy 2.2) the release's own pip installs the wheel into a
+sysroot of that release (target_env.py) and the suite (target_scripts/smoke_suite.py) runs there,
+under QEMU on ARM, through the sysroot's loader on x86-64, once per SUITE_MODES entry. A release
+whose glibc is older than the wheel's manylinux floor must refuse the wheel instead: that is its
+check. Results: a table (python, test, result, time), `<home>/out/<target>/smoke-result.json`, and
+a VerificationError naming the failed tests.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,10 +21,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import log
+from .distros import DISTRIBUTIONS, SMOKE_RELEASES
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .settings import Settings
-from .target_env import python_env
+from .target_env import PythonEnv, WheelRejectedError, python_env
 from .targets import Target
 from .wheel import RESULT_FILE as WHEEL_RESULT_FILE
 from .wheel import WheelResult, require_wheel_contents, require_wheel_for
@@ -39,6 +44,8 @@ class SmokeTest:
     ok: bool
     seconds: float
     detail: str = ""
+    python: str = ""
+    """The release whose Python ran the check (debian11, ...)."""
 
 
 @dataclass
@@ -100,46 +107,78 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
             log.info(f"smoke [{target.name}]: up to date ({previous.passed}/{len(previous.tests)} passed "
                      f"with this wheel, sha256 {sha256[:12]}; --force reruns)")
             return previous
-    where = f"under {target.qemu_binary}" if target.qemu_binary else "natively"
-    with log.step("smoke", target.name, f"{wheel.name} {where}", settings.logs_dir) as step:
-        env = python_env(target, settings)
-        site = settings.home / "smoke" / target.name / "site"
-        env.install_wheel(wheel, site, step.log_path)
-        extra = {"PYTHONPATH": f"{site}:{SCRIPTS}", "OMP_NUM_THREADS": "2"}
+    where = f"under {target.qemu_binary}" if target.qemu_binary else "through each sysroot's loader"
+    releases = [DISTRIBUTIONS[name] for name in SMOKE_RELEASES]
+    with log.step("smoke", target.name, f"{wheel.name} on {', '.join(r.name for r in releases)} {where}",
+                  settings.logs_dir) as step:
         tests: list[SmokeTest] = []
-        for mode, more_env in SUITE_MODES:
-            begin = time.monotonic()
-            proc = env.run([SCRIPTS / "smoke_suite.py", mode], extra_env={**extra, **more_env})
-            with open(step.log_path, "a") as stream:
-                stream.write(f"\n# smoke suite {mode}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
-            found = parse_results(proc.stdout)
-            if mode == "init-failure":
-                warnings = proc.stderr.count(INIT_FAILURE_WARNING)
-                found.append(SmokeTest("init failure warned exactly once", warnings == 1, 0.0,
-                                       f"{warnings} warning(s) '{INIT_FAILURE_WARNING}'"))
-            if mode != "all":
-                found = [t for t in found if t.test != "import mxnet"]
-            if proc.returncode != 0 or not found:
-                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                found.append(SmokeTest(f"suite '{mode}' ran to the end", False, time.monotonic() - begin, last))
-            tests += found
+        for release in releases:
+            env = python_env(target, settings, release)
+            log.info(f"  smoke [{target.name}]: {env.label}")
+            found = release_checks(env, wheel, settings, step.log_path)
+            tests += [SmokeTest(t.test, t.ok, t.seconds, t.detail, python=release.name) for t in found]
         result = SmokeResult(target=target.name, wheel=str(wheel), tests=tests, seconds=round(step.elapsed, 1),
                              wheel_sha256=sha256)
         result.save(result_path)
         log.console.print(smoke_table(result))
-        step.note = f"{result.passed}/{len(tests)} passed"
+        step.note = f"{result.passed}/{len(tests)} passed on {len(releases)} releases"
         if result.failed:
-            names = ", ".join(t.test for t in tests if not t.ok)
+            names = ", ".join(f"{t.python}: {t.test}" for t in tests if not t.ok)
             raise VerificationError(f"smoke tests failed on {target.name}: {names}", log_path=step.log_path)
     return result
 
 
+def wheel_glibc(wheel: Path) -> tuple[int, int]:
+    """The glibc a manylinux wheel needs, from its file name (manylinux_2_31_aarch64 -> (2, 31))."""
+    floors = [(int(m.group(1)), int(m.group(2))) for m in re.finditer(r"manylinux_(\d+)_(\d+)_", wheel.name)]
+    if not floors:
+        raise ConfigurationError(f"{wheel.name} has no manylinux_X_Y platform tag")
+    return min(floors)
+
+
+def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path) -> list[SmokeTest]:
+    """The suite in each mode on one release's Python; or, below the wheel's floor, its refusal."""
+    release = env.release
+    site = settings.home / "smoke" / env.target.name / release.name / "site"
+    needs = wheel_glibc(wheel)
+    if tuple(map(int, release.glibc.split("."))) < needs:
+        begin = time.monotonic()
+        try:
+            env.install_wheel(wheel, site, log_path)
+        except WheelRejectedError:
+            return [SmokeTest(f"pip refuses the wheel (needs glibc {needs[0]}.{needs[1]})", True,
+                              time.monotonic() - begin, f"glibc {release.glibc}")]
+        return [SmokeTest(f"pip refuses the wheel (needs glibc {needs[0]}.{needs[1]})", False,
+                          time.monotonic() - begin, f"pip installed it on glibc {release.glibc}")]
+    env.install_wheel(wheel, site, log_path)
+    extra = {"PYTHONPATH": f"{site}:{SCRIPTS}", "OMP_NUM_THREADS": "2"}
+    tests: list[SmokeTest] = []
+    for mode, more_env in SUITE_MODES:
+        begin = time.monotonic()
+        proc = env.run([SCRIPTS / "smoke_suite.py", mode], extra_env={**extra, **more_env})
+        with open(log_path, "a") as stream:
+            stream.write(f"\n# smoke suite {mode} on {env.label}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
+        found = parse_results(proc.stdout)
+        if mode == "init-failure":
+            warnings = proc.stderr.count(INIT_FAILURE_WARNING)
+            found.append(SmokeTest("init failure warned exactly once", warnings == 1, 0.0,
+                                   f"{warnings} warning(s) '{INIT_FAILURE_WARNING}'"))
+        if mode != "all":
+            found = [t for t in found if t.test != "import mxnet"]
+        if proc.returncode != 0 or not found:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            found.append(SmokeTest(f"suite '{mode}' ran to the end", False, time.monotonic() - begin, last))
+        tests += found
+    return tests
+
+
 def smoke_table(result: SmokeResult) -> Table:
     table = Table(title=escape(f"smoke tests [{result.target}]"), title_justify="left")
+    table.add_column("python")
     table.add_column("test")
     table.add_column("result")
     table.add_column("time", justify="right")
     table.add_column("detail", overflow="fold")
     for t in result.tests:
-        table.add_row(t.test, "[green]pass[/green]" if t.ok else "[red]FAIL[/red]", f"{t.seconds:.2f} s", t.detail)
+        table.add_row(t.python, t.test, "[green]pass[/green]" if t.ok else "[red]FAIL[/red]", f"{t.seconds:.2f} s", t.detail)
     return table

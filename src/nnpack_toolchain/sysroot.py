@@ -64,7 +64,8 @@ def build_sysroot(target: Target, settings: Settings, packages: list[str], suite
     suite = suite or settings.distribution.suite
     final = sysroot_dir(settings, target, packages, suite)
     if (final / ".complete").is_file():
-        add_blas_links(final, target)  # idempotent; sysroots made by older versions get new links too
+        add_merged_usr_links(final)  # idempotent; sysroots made by older versions get the new links too
+        add_blas_links(final, target)
         return final
     with log.step("sysroot", target.name, f"Debian {suite} {target.debian_arch}: {' '.join(packages)}",
                   settings.logs_dir) as step:
@@ -102,6 +103,7 @@ def unpack_debs(debs: list[Path], final: Path, target: Target, log_path: Path) -
             run(["dpkg-deb", "--extract", deb, work], log_path=log_path, error=SysrootPackageError,
                 what=f"unpack {deb.name} (a corrupt download? delete {deb} and retry)")
         relativize_symlinks(work)
+        add_merged_usr_links(work)
         add_blas_links(work, target)
         (work / ".complete").write_text("\n".join(d.name for d in debs) + "\n")
         shutil.rmtree(final, ignore_errors=True)
@@ -125,6 +127,15 @@ def relativize_symlinks(root: Path) -> None:
                 inside = root / target.lstrip("/")
                 path.unlink()
                 path.symlink_to(os.path.relpath(inside, path.parent))
+
+
+def add_merged_usr_links(root: Path) -> None:
+    """/lib -> usr/lib etc. where only /usr has them (Debian 13 ships its files under /usr and
+    base-files, not unpacked here, makes the links): the ELF interpreter path /lib/ld-linux-*.so.*
+    must resolve inside the sysroot."""
+    for name in ("bin", "sbin", "lib", "lib32", "lib64"):
+        if (root / "usr" / name).is_dir() and not (root / name).exists() and not (root / name).is_symlink():
+            (root / name).symlink_to(f"usr/{name}")
 
 
 def add_blas_links(root: Path, target: Target) -> None:

@@ -1,13 +1,14 @@
-"""Python environments on the target, for the smoke tests.
+"""Python environments on the target, for the smoke tests and the benchmark: one per Debian release.
 
-ARM targets: a sysroot made from Debian's packages for the target architecture (python3.11,
+Each is a sysroot made from that release's packages for the target architecture (python3,
 numpy, pip, OpenBLAS, libgomp; see sysroot.py: private apt, never the host's dpkg), cached by
-package list and reused; its interpreter runs under QEMU user emulation with the sysroot as
-QEMU's library prefix, so Python, numpy and the wheel's libraries all come from the target.
-x86-64: a venv of the host with numpy from PyPI.
+package list and reused. ARM: its interpreter runs under QEMU user emulation with the sysroot as
+QEMU's library prefix. x86-64: the sysroot's own dynamic loader starts its interpreter with the
+sysroot's library directories, so on every target Python, numpy, glibc and the wheel's libraries
+all come from the release, as on a board running it.
 
-Wheels are installed with the target's own pip (`pip install --target <dir>`), so pip's tag
-check decides what the target accepts, exactly as on a device.
+Wheels are installed with the release's own pip (`pip install --target <dir>`), so pip's tag
+check decides what the release accepts, exactly as on a device.
 """
 
 from __future__ import annotations
@@ -22,22 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import log
-from .distros import DISTRIBUTIONS
+from .distros import DISTRIBUTIONS, Distribution
 from .errors import ConfigurationError, ToolchainError
 from .runner import run
 from .settings import Settings
 from .sysroot import build_sysroot
-from .targets import Target
+from .targets import TARGETS, Target
 
 PYTHON_RELEASE = DISTRIBUTIONS["debian12"]
-"""The release whose Python the smoke tests run (its python3.11 and numpy 1.24)."""
-PYTHON_VERSION = PYTHON_RELEASE.python
-RUNTIME_PACKAGES = [f"python{PYTHON_VERSION}", "python3-numpy", "python3-requests", "python3-pip",
-                    "libopenblas0-pthread", "libgomp1", "libstdc++6"]
-"""What `import mxnet` needs on an ARM target (mxnet.gluon imports requests), from Debian 12;
-libstdc++6 is on the manylinux whitelist, so the wheel expects the system to provide it."""
-HOST_REQUIREMENTS = ("numpy>=1.24,<2", "requests>=2.20,<3")
-"""The x86-64 venv: MXNet 1.9.1 needs numpy < 2 (Debian 12 has 1.24) and requests."""
+"""The release whose Python the benchmark runs (its python3.11 and numpy 1.24)."""
+
+
+def runtime_packages(release: Distribution) -> list[str]:
+    """What `import mxnet` needs on a target of this release (mxnet.gluon imports requests);
+    libstdc++6 is on the manylinux whitelist, so the wheel expects the system to provide it."""
+    return [f"python{release.python}", "python3-numpy", "python3-requests", "python3-pip",
+            "libopenblas0-pthread", "libgomp1", "libstdc++6"]
 
 
 class WheelRejectedError(ToolchainError):
@@ -49,8 +50,9 @@ class WheelRejectedError(ToolchainError):
 @dataclass(frozen=True)
 class PythonEnv:
     target: Target
+    release: Distribution
     root: Path
-    """The sysroot (ARM) or the venv (x86-64)."""
+    """The release's sysroot for the target."""
     interpreter: Path
 
     @property
@@ -58,7 +60,13 @@ class PythonEnv:
         """Command prefix that starts the target's Python on this host."""
         if self.target.qemu_binary:
             return [self.target.qemu_binary, "-L", str(self.root), str(self.interpreter)]
-        return [str(self.interpreter)]
+        libdirs = [self.root / d / self.target.gnu_triple for d in ("lib", "usr/lib")]
+        return [str(dynamic_loader(self.root)), "--library-path", ":".join(map(str, libdirs)), str(self.interpreter)]
+
+    @property
+    def label(self) -> str:
+        """debian11 (python3.9, numpy 1.19)"""
+        return f"{self.release.name} (python{self.release.python}, numpy {self.release.numpy})"
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LD_", "QEMU_"))}
@@ -97,19 +105,13 @@ class PythonEnv:
             raise
 
 
-def python_env(target: Target, settings: Settings) -> PythonEnv:
-    """The target's Python environment, made once and reused."""
-    if target.qemu_binary:
-        return sysroot_python(target, settings)
-    return host_venv(target, settings)
-
-
-def sysroot_python(target: Target, settings: Settings) -> PythonEnv:
-    root = build_sysroot(target, settings, RUNTIME_PACKAGES, suite=PYTHON_RELEASE.suite)
-    interpreter = root / "usr" / "bin" / f"python{PYTHON_VERSION}"
+def python_env(target: Target, settings: Settings, release: Distribution = PYTHON_RELEASE) -> PythonEnv:
+    """The target's Python of Debian `release`, made once and reused."""
+    root = build_sysroot(target, settings, runtime_packages(release), suite=release.suite)
+    interpreter = root / "usr" / "bin" / f"python{release.python}"
     if not interpreter.is_file():
         raise ConfigurationError(f"{interpreter} missing from the sysroot; delete {root} and rerun")
-    env = PythonEnv(target, root, interpreter)
+    env = PythonEnv(target, release, root, interpreter)
     stamp = root / ".nntc-bytecode"
     if not stamp.is_file():
         precompile(env, settings)
@@ -117,44 +119,32 @@ def sysroot_python(target: Target, settings: Settings) -> PythonEnv:
     return env
 
 
+def dynamic_loader(root: Path) -> Path:
+    """The sysroot's ld.so (x86-64): /lib64 on Debian 11 and 12, /usr/lib64 once /usr is merged."""
+    for candidate in ("lib64/ld-linux-x86-64.so.2", "usr/lib64/ld-linux-x86-64.so.2"):  # /lib64 is usr/lib64 on 13
+        if (root / candidate).exists():
+            return root / candidate
+    raise ConfigurationError(f"no ld-linux-x86-64.so.2 in {root}; delete it and rerun")
+
+
 def precompile(env: PythonEnv, settings: Settings) -> None:
     """Byte-compile the sysroot's Python once (Debian does it in postinst scripts, which never ran).
 
-    The host's interpreter does it when it is the same Python version (same bytecode, much faster
-    than under QEMU); otherwise the target's interpreter does it under QEMU.
+    Bytecode does not depend on the machine, so a native interpreter of the same version does it:
+    the host's if it is that version, else the release's x86-64 sysroot interpreter (through its
+    loader, at native speed); QEMU would take minutes.
     """
-    paths = [env.root / "usr" / "lib" / f"python{PYTHON_VERSION}", env.root / "usr" / "lib" / "python3"]
-    with log.step("bytecode", env.target.name, f"byte-compile the sysroot's Python {PYTHON_VERSION}",
-                  settings.logs_dir) as step:
-        same = f"{sys.version_info.major}.{sys.version_info.minor}" == PYTHON_VERSION
-        argv = [sys.executable] if same else env.argv
+    version = env.release.python
+    paths = [env.root / "usr" / "lib" / f"python{version}", env.root / "usr" / "lib" / "python3"]
+    with log.step("bytecode", env.target.name, f"byte-compile {env.label}", settings.logs_dir) as step:
+        jobs = "-j1"  # workers would start sys.executable, which the host's loader cannot run
+        if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+            argv, step.note, jobs = [sys.executable], "host interpreter", "-j0"
+        elif env.target.is_native:
+            argv, step.note = env.argv, "its own interpreter"
+        else:
+            argv, step.note = python_env(TARGETS["x86_64"], settings, env.release).argv, "x86-64 interpreter"
         for path in paths:
             if path.is_dir():
-                run([*argv, "-m", "compileall", "-q", "-j0" if same else "-j1", "-s", env.root, "-p", "/", path],
+                run([*argv, "-m", "compileall", "-q", jobs, "-s", env.root, "-p", "/", path],
                     log_path=step.log_path, what=f"compileall {path}")
-        step.note = "host interpreter" if same else "under QEMU"
-
-
-def host_venv(target: Target, settings: Settings) -> PythonEnv:
-    root = settings.home / "envs" / target.name
-    interpreter = root / "bin" / "python"
-    stamp = " ".join(HOST_REQUIREMENTS) + "\n"
-    if (root / ".complete").is_file() and (root / ".complete").read_text() == stamp:
-        return PythonEnv(target, root, interpreter)
-    with log.step("python-env", target.name, f"venv with {' '.join(HOST_REQUIREMENTS)}", settings.logs_dir) as step:
-        if settings.offline:
-            raise ConfigurationError(f"no Python environment for {target.name} at {root}, and offline mode "
-                                     "cannot install its packages: run once online")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root.parent))
-        try:
-            run([sys.executable, "-m", "venv", work], log_path=step.log_path, what="python -m venv")
-            run([work / "bin" / "python", "-m", "pip", "install", "-q", *HOST_REQUIREMENTS],
-                log_path=step.log_path, what=f"pip install {' '.join(HOST_REQUIREMENTS)}")
-            (work / ".complete").write_text(stamp)
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(work, root)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-    return PythonEnv(target, root, interpreter)
