@@ -76,7 +76,7 @@ def config_values(target: Target, nnpack: NnpackResult, sysroot: Path, compilers
     ldflags = [
         f"-L{nnpack_lib}", "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{nnpack_lib}",
         f"-L{openblas_lib}", f"-Wl,-rpath-link,{openblas_lib}", f"-Wl,-rpath-link,{multiarch}",
-        "-lm", "-lpthread",
+        "-lm", "-lpthread", *target.mxnet_link_flags,
     ]
     return {
         "TARGET": make_value(target.name, name="TARGET"),

@@ -36,9 +36,9 @@ PYTHON_RELEASE = DISTRIBUTIONS["debian12"]
 
 def runtime_packages(release: Distribution) -> list[str]:
     """What `import mxnet` needs on a target of this release (mxnet.gluon imports requests);
-    libstdc++6 is on the manylinux whitelist, so the wheel expects the system to provide it."""
+    libstdc++6 and libatomic1 are on the manylinux whitelist, so wheels expect the system to provide them."""
     return [f"python{release.python}", "python3-numpy", "python3-requests", "python3-pip",
-            "libopenblas0-pthread", "libgomp1", "libstdc++6"]
+            "libopenblas0-pthread", "libgomp1", "libstdc++6", "libatomic1"]
 
 
 class WheelRejectedError(ToolchainError):

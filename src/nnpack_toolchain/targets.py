@@ -50,6 +50,8 @@ class Target:
     """MXNet's USE_SSE (-msse3): pinned per target instead of probed from the build host."""
     mxnet_flags: tuple[str, ...] = ()
     """Extra flags for MXNet's sources only (ARMv7: -marm, see below)."""
+    mxnet_link_flags: tuple[str, ...] = ()
+    """Extra link flags for libmxnet.so (ARMv7: libatomic where 64-bit atomics need it, MXNet #18536)."""
 
     @property
     def is_native(self) -> bool:
@@ -142,6 +144,9 @@ TARGETS: dict[str, Target] = {
             # tensor/indexing_op.cc a Thumb-2 conditional branch (+-1 MB) overflows and gas stops
             # with "conditional branch out of range" (measured here). ARM mode branches reach +-32 MB.
             mxnet_flags=("-marm",),
+            # libatomic only if some object calls __atomic_*: then libmxnet.so lists it as NEEDED and
+            # auditwheel grafts it (the wheel stage refuses a library that calls it without linking it)
+            mxnet_link_flags=("-Wl,--push-state,--as-needed", "-latomic", "-Wl,--pop-state"),
             elf_machine="ARM",
             elf_class="ELF32",
             elf_attributes=("Tag_FP_arch: VFPv4", "Tag_Advanced_SIMD_arch: NEONv1 with Fused-MAC"),

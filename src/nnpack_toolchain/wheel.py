@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import email.message
 import hashlib
-import io
 import json
 import os
 import re
@@ -28,15 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.descriptions import describe_e_machine
-from elftools.elf.elffile import ELFFile
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from . import log
 from .distros import Distribution
+from .elfinfo import describe_kind, elf_kind, unlinked_atomics
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .runner import capture, run
@@ -142,25 +139,6 @@ def require_wheel_contents(wheel: Path, target: Target) -> None:
 
 
 NATIVE_LIBRARY = re.compile(r"\.so(\.[0-9]+)*$")
-
-
-def elf_kind(header: bytes) -> str | None:
-    """'ELF64 AArch64' (class and machine as readelf -h, i.e. Target.elf_class/elf_machine, name them)
-    from an ELF header; None when it is not ELF."""
-    try:
-        elf = ELFFile(io.BytesIO(header))
-    except ELFError:
-        return None
-    return f"ELF{elf.elfclass} {describe_e_machine(elf.header['e_machine'])}"
-
-
-def describe_kind(kind: str | None) -> str:
-    if kind is None:
-        return "not an ELF file"
-    for target in TARGETS.values():
-        if kind == f"{target.elf_class} {target.elf_machine}":
-            return f"an ELF object for {target.name}"
-    return f"an {kind} object"
 
 
 def source_date_epoch() -> int:
@@ -273,6 +251,13 @@ def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> 
         raise VerificationError(f"{wheel.name} has no manylinux tag after repair: {platforms}", log_path=log_path)
     with zipfile.ZipFile(wheel) as archive:
         grafted = sorted(Path(n).name for n in archive.namelist() if ".libs/" in n and not n.endswith("/"))
+        for name in (n for n in archive.namelist() if NATIVE_LIBRARY.search(n)):
+            calls = unlinked_atomics(archive.read(name))
+            if calls:
+                raise VerificationError(
+                    f"{name} calls {', '.join(calls[:3])} (64-bit atomics) but does not link libatomic, so it "
+                    f"fails to load on {target.name} systems that do not happen to load it first (MXNet #18536); "
+                    "link it (-latomic in the library's link flags)", log_path=log_path)
     return ".".join(platforms), floors[0], grafted, show.strip()
 
 
