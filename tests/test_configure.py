@@ -28,7 +28,9 @@ def rendered(target_name: str, root: str = "/opt/nntc", sysroot: Path | None = N
     sysroot = sysroot or Path(f"{root}/sysroots/{target_name}")
     target = TARGETS[target_name]
     compilers = Compilers(target, DISTRIBUTIONS["debian11"], Path(f"{root}/compilers/debian11-{target_name}"))
-    return render(TEMPLATE.read_text(), config_values(target, fake_nnpack(target_name, root), sysroot, compilers))
+    tree = Path(f"{root}/build/{target_name}/debian11/mxnet-1.9.1")
+    return render(TEMPLATE.read_text(),
+                  config_values(target, fake_nnpack(target_name, root), sysroot, compilers, Path(root), tree))
 
 
 @pytest.mark.parametrize("target_name", list(TARGETS))
@@ -81,6 +83,17 @@ def test_configure_without_nnpack_build_says_what_to_run(tmp_path):
     assert not (tmp_path / "out" / "arm64" / "config.mk").exists()
 
 
+def test_no_path_of_the_build_home_is_left_in_the_library():
+    """Issue 15: __FILE__ of the tree's sources maps to ./..., other home paths to /nntc-home (the last map
+    wins in GCC, so the tree's comes last), and no RUNPATH names the home."""
+    text = rendered("arm64", root="/srv/home one")
+    cflags = next(l for l in text.splitlines() if l.startswith("ADD_CFLAGS"))
+    assert cflags.endswith("'-ffile-prefix-map=/srv/home one=/nntc-home' "
+                           "'-ffile-prefix-map=/srv/home one/build/arm64/debian11/mxnet-1.9.1=.'")
+    ld = next(l for l in text.splitlines() if l.startswith("ADD_LDFLAGS"))
+    assert "-rpath,/srv" not in ld and "'-Wl,-rpath-link,/srv/home one/out/arm64/" in ld
+
+
 def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, monkeypatch):
     """An unchanged config.mk keeps its timestamp (make and the MXNet digest see no change); a new value rewrites it.
 
@@ -98,7 +111,9 @@ def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, mo
     monkeypatch.setattr(configure_module, "ensure_compilers", lambda target, settings: Compilers(  # no download
         target, settings.distribution, Path(f"/opt/nntc/compilers/{settings.base}-{target.name}")))
     settings = Settings(home=tmp_path / "home")
-    reviewed = (EXPECTED / "config-armv7.mk").read_text()
+    # the faked NNPACK, sysroot and compilers are under /opt/nntc; the prefix maps name the real home
+    reviewed = (EXPECTED / "config-armv7.mk").read_text().replace("-ffile-prefix-map=/opt/nntc",
+                                                                  f"-ffile-prefix-map={settings.home}")
     first = configure_module.configure(TARGETS["armv7"], settings)
     assert first.changed and first.config_mk.read_text() == reviewed
     os.utime(first.config_mk, ns=(1_000_000_000, 1_000_000_000))
@@ -114,5 +129,5 @@ def test_configure_rewrites_config_mk_only_when_its_content_changes(tmp_path, mo
     assert all("/opt/nntc/out" in old and "/opt/nntc/out" not in new for old, new in changed)
     assert "'-I/srv/other home/out/armv7/deploy/direct_deploy/nnpack/include'" in changed[0][1]
     assert "'-L/srv/other home/out/armv7/deploy/direct_deploy/nnpack/lib'" in changed[1][1]
-    assert "'-Wl,-rpath,/srv/other home/out/armv7/deploy/direct_deploy/nnpack/lib'" in changed[1][1]
+    assert "'-Wl,-rpath-link,/srv/other home/out/armv7/deploy/direct_deploy/nnpack/lib'" in changed[1][1]
     assert not list(first.config_mk.parent.glob("*.tmp")), "no temporary file is left next to config.mk"

@@ -17,6 +17,7 @@ from . import log
 from .errors import ConfigurationError, ToolchainError
 from .files import atomic_write_text
 from .nnpack import RESULT_FILE, NnpackResult
+from .sources import load_pins
 from .settings import PROJECT_ROOT, Settings
 from .compilers import Compilers, compilers_for, ensure_compilers
 from .sysroot import build_sysroot
@@ -67,14 +68,19 @@ def render(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def config_values(target: Target, nnpack: NnpackResult, sysroot: Path, compilers: Compilers) -> dict[str, str]:
+def config_values(target: Target, nnpack: NnpackResult, sysroot: Path, compilers: Compilers, home: Path,
+                  tree: Path) -> dict[str, str]:
+    """The template's values. No path of the build home is left in the library: __FILE__ in MXNet's
+    log messages is mapped to "./<path in the tree>" and other home paths to /nntc-home (GCC applies
+    the last matching map), and libmxnet.so gets no RUNPATH of the home (the wheel sets $ORIGIN)."""
     multiarch = sysroot / "usr" / "lib" / target.gnu_triple
     openblas_lib = multiarch / "openblas-pthread"
     openblas_include = sysroot / "usr" / "include" / target.gnu_triple / "openblas-pthread"
     nnpack_lib = Path(nnpack.library).parent
-    cflags = [*target.compiler_flags, *target.mxnet_flags, *[f"-I{d}" for d in nnpack.include_dirs], f"-I{openblas_include}"]
+    cflags = [*target.compiler_flags, *target.mxnet_flags, *[f"-I{d}" for d in nnpack.include_dirs], f"-I{openblas_include}",
+              f"-ffile-prefix-map={home}=/nntc-home", f"-ffile-prefix-map={tree}=."]
     ldflags = [
-        f"-L{nnpack_lib}", "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath,{nnpack_lib}",
+        f"-L{nnpack_lib}", "-Wl,-rpath,$ORIGIN", f"-Wl,-rpath-link,{nnpack_lib}",
         f"-L{openblas_lib}", f"-Wl,-rpath-link,{openblas_lib}", f"-Wl,-rpath-link,{multiarch}",
         "-lm", "-lpthread", *target.mxnet_link_flags,
     ]
@@ -109,7 +115,8 @@ def configure(target: Target, settings: Settings, output: Path | None = None) ->
     with log.step("configure", target.name, f"config.mk from {TEMPLATE.name}", settings.logs_dir) as step:
         nnpack = load_nnpack(target, settings)
         sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
-        values = config_values(target, nnpack, sysroot, ensure_compilers(target, settings))
+        tree = settings.mxnet_tree(target.name, load_pins()["mxnet"].version)
+        values = config_values(target, nnpack, sysroot, ensure_compilers(target, settings), settings.home, tree)
         text = render(TEMPLATE.read_text(), values)
         changed = not config_mk.is_file() or config_mk.read_text() != text
         if changed:  # an unchanged file keeps its timestamp

@@ -85,7 +85,7 @@ def prepare_tree(pin: Pin, settings: Settings, target: Target, log_path: Path) -
     if local:  # an edit inside the local tree must rebuild: its content is part of the stamp
         check_tree("mxnet", local, pin.recipe_dir)
         stamp_value += f"|content {tree_digest(local)}"
-    tree = settings.home / "build" / target.name / settings.base / f"mxnet-{pin.version}"
+    tree = settings.mxnet_tree(target.name, pin.version)
     stamp = tree / ".nntc-prepared"
     if stamp.is_file() and stamp.read_text() == stamp_value:
         return tree, resolved.line()

@@ -85,6 +85,10 @@ class Settings:
     def output_dir(self, target_name: str) -> Path:
         return self.home / "out" / target_name
 
+    def mxnet_tree(self, target_name: str, version: str) -> Path:
+        """MXNet's resumable build tree for the target on the base distribution."""
+        return self.home / "build" / target_name / self.base / f"mxnet-{version}"
+
 
 def parse_local_sources(values: list[str] | None, option: str = "--source") -> dict[str, Path]:
     """Parse repeated `--source NAME=DIR` (or `--from-git NAME=DIR`) options."""

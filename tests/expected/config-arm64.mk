@@ -17,9 +17,9 @@ USE_SIGNAL_HANDLER = 1
 ENABLE_TESTCOVERAGE = 0
 
 # Target flags, NNPACK + pthreadpool + OpenBLAS include dirs.
-ADD_CFLAGS = -I/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/include -I/opt/nntc/out/arm64/deploy/direct_deploy/pthreadpool/include -I/opt/nntc/sysroots/arm64/usr/include/aarch64-linux-gnu/openblas-pthread
+ADD_CFLAGS = -I/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/include -I/opt/nntc/out/arm64/deploy/direct_deploy/pthreadpool/include -I/opt/nntc/sysroots/arm64/usr/include/aarch64-linux-gnu/openblas-pthread -ffile-prefix-map=/opt/nntc=/nntc-home -ffile-prefix-map=/opt/nntc/build/arm64/debian11/mxnet-1.9.1=.
 # NNPACK library dir and rpath; OpenBLAS from the target sysroot; libnnpack.so needs -lm -lpthread.
-ADD_LDFLAGS = -L/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/lib '-Wl,-rpath,$$ORIGIN' -Wl,-rpath,/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/lib -L/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu -lm -lpthread
+ADD_LDFLAGS = -L/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/lib '-Wl,-rpath,$$ORIGIN' -Wl,-rpath-link,/opt/nntc/out/arm64/deploy/direct_deploy/nnpack/lib -L/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/arm64/usr/lib/aarch64-linux-gnu -lm -lpthread
 
 # NNPACK: the Makefile adds -DMXNET_USE_NNPACK=1 and -lnnpack.
 USE_NNPACK = 1
