@@ -145,23 +145,39 @@ def smoke(c, arch="", wheel=None, force=False, home=None, base=None):
 @task(help={"arch": COMMON_HELP["arch"], "remote": "name of the Conan remote (the binary cache)",
             "url": "add or update the remote first: http(s)://HOST:PORT of a conan_server, or an Artifactory Conan repository URL",
             "user": "log in to the remote as USER (password from $NNTC_CONAN_PASSWORD)",
+            "index": "also upload each target's wheel (twine) to this PyPI-compatible index, e.g. http://HOST:8080/ "
+                     "of a pypiserver; boards install with pip --index-url INDEX/simple/",
+            "index_user": "user on the index (password from $NNTC_INDEX_PASSWORD)",
             "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]})
 @reports_errors
-def publish(c, arch="", remote="", url=None, user=None, backend="fast", tests="quick", home=None, base=None):
-    """Upload NNPACK and every package of its graph for a target to a Conan remote, for other machines."""
-    from nnpack_toolchain import publish as sharing
+def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=None, backend="fast", tests="quick",
+            home=None, base=None):
+    """Upload NNPACK's Conan graph (--remote) and the wheels (--index) of each target, for other machines."""
+    from pathlib import Path
 
-    if not remote:
-        raise SystemExit("give the Conan remote: --remote NAME (add it with --url URL the first time)")
+    from nnpack_toolchain import publish as sharing
+    from nnpack_toolchain.smoke import current_wheel
+    from nnpack_toolchain.wheel_index import simple_url, upload_wheels
+
+    if not remote and not index:
+        raise SystemExit("give the Conan remote (--remote NAME; add it with --url URL the first time), "
+                         "the wheel index (--index URL), or both")
     settings = make_settings(base=base, home=home, backend=backend, tests=tests)
     if url:
         sharing.add_remote(settings, remote, url, user=user)
     elif user:
         raise SystemExit("--user needs --url")
     for target in parse_targets(arch):
-        result = sharing.publish(settings, target, remote)
-        console.out(f"published [{target.name}] {result.reference} to {remote}: "
-                    f"{len(result.recipes)} recipes, {result.binaries} binaries")
+        if remote:
+            result = sharing.publish(settings, target, remote)
+            console.out(f"published [{target.name}] {result.reference} to {remote}: "
+                        f"{len(result.recipes)} recipes, {result.binaries} binaries")
+        if index:
+            wheel = Path(current_wheel(target, settings).wheel)
+            upload = upload_wheels([wheel], index, user=index_user)
+            state = "uploaded" if upload.uploaded else "already on the index"
+            console.out(f"wheel [{target.name}] {state}: {wheel.name}; install with "
+                        f"pip install --index-url {simple_url(index)} mxnet=={wheel.name.split('-')[1]}")
 
 
 @task(help={"remote": "name of the Conan remote", "url": "its URL", "user": "log in as USER ($NNTC_CONAN_PASSWORD)",

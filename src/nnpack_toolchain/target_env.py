@@ -83,20 +83,28 @@ class PythonEnv:
 
     def install_wheel(self, wheel: Path, destination: Path, log_path: Path) -> None:
         """pip install --target destination (fresh): the target's pip checks the wheel's tags."""
+        self._pip_install(["--no-index", wheel], wheel.name, destination, log_path)
+
+    def install_from_index(self, requirement: str, index_url: str, destination: Path, log_path: Path) -> None:
+        """pip install --index-url index_url requirement, as a board does from the team's index."""
+        self._pip_install(["--index-url", index_url, requirement], f"{requirement} from {index_url}",
+                          destination, log_path)
+
+    def _pip_install(self, args: list[str | Path], what: str, destination: Path, log_path: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
         try:
-            proc = self.run(["-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
-                             "--target", work, wheel])
+            proc = self.run(["-m", "pip", "install", "--no-deps", "--no-compile", "--target", work, *args])
             with open(log_path, "a") as stream:
-                stream.write(f"\n$ pip install {wheel.name} ({self.target.name})\n{proc.stdout}{proc.stderr}")
+                stream.write(f"\n$ pip install {what} ({self.target.name}, {self.release.name})\n"
+                             f"{proc.stdout}{proc.stderr}")
             if proc.returncode != 0:
                 if "is not a supported wheel on this platform" in proc.stderr:
                     raise WheelRejectedError(
-                        f"pip on {self.target.name} refuses {wheel.name}: not a supported wheel on this platform "
+                        f"pip on {self.target.name} refuses {what}: not a supported wheel on this platform "
                         f"(its tag is for another machine); use the wheel built with --arch {self.target.name}",
                         log_path=log_path)
-                raise ToolchainError(f"pip install {wheel.name} failed on {self.target.name}: "
+                raise ToolchainError(f"pip install {what} failed on {self.target.name} ({self.release.name}): "
                                      f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}", log_path=log_path)
             shutil.rmtree(destination, ignore_errors=True)
             os.replace(work, destination)
