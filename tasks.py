@@ -156,6 +156,7 @@ def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=N
     from pathlib import Path
 
     from nnpack_toolchain import publish as sharing
+    from nnpack_toolchain.prebuilt import publish_prebuilt
     from nnpack_toolchain.smoke import current_wheel
     from nnpack_toolchain.wheel_index import simple_url, upload_wheels
 
@@ -172,6 +173,11 @@ def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=N
             result = sharing.publish(settings, target, remote)
             console.out(f"published [{target.name}] {result.reference} to {remote}: "
                         f"{len(result.recipes)} recipes, {result.binaries} binaries")
+            if (settings.output_dir(target.name) / "wheel-result.json").is_file():
+                package = publish_prebuilt(settings, target, remote, render_config_mk(target, settings))
+                console.out(f"published [{target.name}] MXNet and its wheel to {remote}: {package}")
+            else:
+                console.out(f"publish [{target.name}]: no MXNet build and wheel here, only NNPACK was published")
         if index:
             wheel = Path(current_wheel(target, settings).wheel)
             upload = upload_wheels([wheel], index, user=index_user)
@@ -198,17 +204,19 @@ def use_remote(c, remote="", url="", user=None, home=None):
     "keep_going": "after a target fails, go on with the next target (exit code still non-zero)",
     "clean": "first delete the target's outputs and MXNet build tree (source cache, Conan packages and ccache stay)",
     "report": "write the build summary as JSON (schema: src/nnpack_toolchain/report_schema.json) to this file",
+    "prebuilt": "MXNet from the team's Conan remote (invoke use-remote): auto (default: download it if a remote "
+                "holds this very build, else build here), require (fail instead of building), never",
 })
 @reports_errors
 def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", tests="quick", keep_going=False,
-          clean=False, report=None, home=None, source_cache=None, no_ccache=False, base=None):
+          clean=False, report=None, home=None, source_cache=None, no_ccache=False, base=None, prebuilt="auto"):
     """The whole pipeline for each target: fetch, nnpack, configure, mxnet, wheel, smoke (unchanged steps are skipped)."""
     from pathlib import Path
 
     from nnpack_toolchain.pipeline import run_build
 
     settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
-                             backend=backend, tests=tests, ccache=not no_ccache)
+                             backend=backend, tests=tests, ccache=not no_ccache, prebuilt=prebuilt)
     result = run_build(parse_targets(arch), settings, keep_going=keep_going, clean=clean,
                        report_path=Path(report).resolve() if report else None)
     if not result.is_ok:

@@ -440,7 +440,7 @@ _DELETE = object()
     ("targets[1].artifacts[0].sha256", "0" * 63, "not a sha256"),
     ("targets[0].target", "riscv64", "'riscv64' is not one of 'x86_64', 'armv7', 'arm64'"),
     ("targets[0].target", "aarch64", "not one of"),
-    ("targets[2].steps[4].status", "done", "'done' is not one of 'built', 'up_to_date', 'failed'"),
+    ("targets[2].steps[4].status", "done", "'done' is not one of 'built', 'downloaded', 'up_to_date', 'failed'"),
     ("targets[2].steps[4].step", "install", "'install' is not one of"),
     ("targets[0].steps[0].seconds", -1, "less than the minimum"),
     ("targets[0].steps[0].log", 3, "is not of type"),

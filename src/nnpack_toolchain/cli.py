@@ -71,7 +71,8 @@ def usable_home(home: Path) -> Path:
 
 def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: object = None,
                   offline: bool = False, source: list[str] | None = None, backend: str = "fast",
-                  tests: str = "quick", ccache: bool = True, base: str | None = None) -> Settings:
+                  tests: str = "quick", ccache: bool = True, base: str | None = None,
+                  prebuilt: str = "auto") -> Settings:
     kwargs: dict[str, Any] = {}
     parsed_jobs = parse_count(jobs, "--jobs", default_hint=f"; leave it out to use every core ({os.cpu_count()})")
     if parsed_jobs is not None:
@@ -88,6 +89,7 @@ def make_settings(*, home: str | None = None, source_cache: str | None = None, j
         backend=backend,
         tests=tests,
         ccache=ccache,
+        prebuilt=prebuilt,
         **kwargs,
     )
     source_date_epoch(None)  # a bad $SOURCE_DATE_EPOCH is refused before any work

@@ -18,10 +18,11 @@ import re
 import shutil
 import tarfile
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import log
+from .compilers import compilers_for
 from .configure import ConfigureResult, configure
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
@@ -51,6 +52,30 @@ class MxnetResult:
     inputs_digest: str
     build_seconds: float = 0.0
     up_to_date: bool = False
+    package_inputs: dict[str, str] = field(default_factory=dict)
+    """Digests of every input, free of this machine's paths: the Conan package's options (prebuilt.py)."""
+    downloaded_from: str = ""
+    """The Conan remote(s) the build came from; empty when built here."""
+
+
+def package_inputs(target: Target, settings: Settings, config: ConfigureResult, nnpack_sha256: str) -> dict[str, str]:
+    """What the MXNet stage's result depends on, as digests that are the same on every machine:
+    the source, the patches, config.mk (the toolchain home's path replaced), NNPACK's library and
+    the toolchain (base distribution, its compilers' package set and the sysroot's packages)."""
+    def digest(text: str | bytes) -> str:
+        return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+    pin = mxnet_pin()
+    local = settings.local_sources.get("mxnet")
+    compilers = compilers_for(target, settings).root  # <home>/compilers/<release>-<target>-<key of its packages>
+    return {
+        "source": digest(f"local {tree_digest(local)}") if local else pin.mirrors[0].sha256,
+        "patches": digest(b"".join(p.file.read_bytes() for p in pin.patches)),
+        "config": digest(config.config_mk.read_text().replace(str(settings.home), "<home>")),
+        "nnpack": nnpack_sha256,
+        "toolchain": digest(f"{settings.base}|{target.name}|{compilers.name}|"
+                            f"{(config.sysroot / '.complete').read_text()}"),
+    }
 
 
 def mxnet_pin() -> Pin:
@@ -175,11 +200,13 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None
         needed = verify_mxnet(target, library, step.log_path)
+        nnpack_sha256 = json.loads((out_dir / "nnpack-result.json").read_text())["library_sha256"]
         result = MxnetResult(
             target=target.name, library=str(library), library_sha256=sha256_of(library),
             library_size=library.stat().st_size, needed=needed, source=source_line,
             patches=[p.file.name for p in pin.patches], inputs_digest=digest,
             build_seconds=round(step.elapsed, 1),
+            package_inputs=package_inputs(target, settings, config, nnpack_sha256),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = result_path.with_suffix(".tmp")

@@ -43,6 +43,8 @@ class StepOutcome:
     detail: str = ""
     artifacts: list[Artifact] = field(default_factory=list)
     tests: TestCounts | None = None
+    downloaded: bool = False
+    """Fetched from the team's Conan remote instead of built (prebuilt.py)."""
 
 
 class TargetFailed(Exception):
@@ -89,9 +91,16 @@ def configure_step(target: Target, settings: Settings) -> StepOutcome:
 
 
 def mxnet_step(target: Target, settings: Settings) -> StepOutcome:
+    from .configure import configure
     from .mxnet import build_mxnet
+    from .prebuilt import use_prebuilt
 
-    result = build_mxnet(target, settings, CONFIGURED.pop(target.name, None))
+    config = CONFIGURED.pop(target.name, None) or configure(target, settings)
+    downloaded = use_prebuilt(target, settings, config)
+    if downloaded is not None:
+        return StepOutcome(downloaded.up_to_date, f"from {downloaded.downloaded_from}, NEEDED {', '.join(downloaded.needed)}",
+                           [Artifact.from_path("libmxnet", downloaded.library)], downloaded=not downloaded.up_to_date)
+    result = build_mxnet(target, settings, config)
     return StepOutcome(result.up_to_date, f"NEEDED {', '.join(result.needed)}",
                        [Artifact.from_path("libmxnet", result.library)])
 
@@ -154,7 +163,7 @@ def build_target(target: Target, settings: Settings, report: TargetReport) -> No
             report.steps.append(StepRecord(step, "failed", round(time.monotonic() - begin, 1), None, "interrupted"))
             report.steps += [StepRecord(s, "not_run") for s in STEPS[index + 1:]]
             raise
-        status = "up_to_date" if outcome.up_to_date else "built"
+        status = "up_to_date" if outcome.up_to_date else "downloaded" if outcome.downloaded else "built"
         log_path = settings.logs_dir / f"{step}-{target.name}.log"
         report.steps.append(StepRecord(step, status, round(time.monotonic() - begin, 1),
                                        str(log_path) if log_path.is_file() else None, outcome.detail))

@@ -32,8 +32,8 @@ SCHEMA_VERSION = 1
 SCHEMA_RESOURCE = "report_schema.json"
 STEPS = ("fetch", "nnpack", "configure", "mxnet", "wheel", "smoke")
 """The steps of `invoke build`, in the order they run."""
-STATUSES = ("built", "up_to_date", "failed", "skipped", "not_run")
-OK_STATUSES = ("built", "up_to_date", "skipped")
+STATUSES = ("built", "downloaded", "up_to_date", "failed", "skipped", "not_run")
+OK_STATUSES = ("built", "downloaded", "up_to_date", "skipped")
 """Statuses that leave a target ok; `failed` and `not_run` do not."""
 ARTIFACT_KINDS = ("libnnpack", "libmxnet", "config_mk", "wheel", "sbom", "report")
 

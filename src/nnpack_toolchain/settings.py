@@ -40,6 +40,9 @@ def default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nnpack-toolchain"
 
 
+PREBUILT_CHOICES = ("auto", "require", "never")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=default_home)
@@ -55,11 +58,15 @@ class Settings:
     ccache: bool = True
     base: str = DEFAULT_BUILD
     """The base distribution (distros.py) whose compilers and libraries build the targets."""
+    prebuilt: str = "auto"
+    """MXNet from the Conan remote (prebuilt.py): auto (download if there, else build), require, never."""
 
     def __post_init__(self) -> None:
         if self.tests not in TEST_CHOICES:
             raise ConfigurationError(f"--tests must be one of {', '.join(TEST_CHOICES)}, not {self.tests!r}")
         parse_distribution(self.base)  # an unknown name is refused here, with the known ones
+        if self.prebuilt not in PREBUILT_CHOICES:
+            raise ConfigurationError(f"--prebuilt must be one of {', '.join(PREBUILT_CHOICES)}, not {self.prebuilt!r}")
         if self.jobs < 1:
             raise ConfigurationError(f"--jobs must be at least 1, not {self.jobs}")
         for name, path in self.local_sources.items():

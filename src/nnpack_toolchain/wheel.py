@@ -341,9 +341,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     pin = mxnet_pin()
     wheel_version = f"{pin.version}+nnpack.{load_nnpack_commit()[:7]}"
     readme = mxnet_readme(target, nnpack, pin.version, wheel_version, settings.distribution)
-    digest = digest_of(library, nnpack_library, readme, str(source_date_epoch()),
-                       Path(__file__).read_text(),
-                       *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")))
+    digest = mxnet_wheel_digest(library, nnpack_library, readme)
     wheels_dir = out_dir / "wheel"
     result_path = out_dir / RESULT_FILE
     with log.step("wheel", target.name, f"mxnet {wheel_version} wheel (auditwheel repair against Debian "
@@ -377,6 +375,25 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
         result.save(result_path)
         step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}"
     return result
+
+
+def mxnet_wheel_digest(library: Path, nnpack_library: Path, readme: str) -> str:
+    """The wheel stage's inputs: both libraries, MXNet's Python package next to libmxnet.so (tree/lib
+    and tree/python), the description, the timestamp and this module's code."""
+    return digest_of(library, nnpack_library, readme, str(source_date_epoch()), Path(__file__).read_text(),
+                     *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")))
+
+
+def current_mxnet_wheel_digest(target: Target, settings: Settings, library: Path) -> str:
+    """mxnet_wheel_digest for `library` with this home's NNPACK build (a downloaded MXNet's wheel)."""
+    from .mxnet import mxnet_pin
+    from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE, NnpackResult
+
+    nnpack = NnpackResult.load(settings.output_dir(target.name) / NNPACK_RESULT_FILE)
+    version = mxnet_pin().version
+    readme = mxnet_readme(target, nnpack, version, f"{version}+nnpack.{load_nnpack_commit()[:7]}",
+                          settings.distribution)
+    return mxnet_wheel_digest(library, Path(nnpack.library), readme)
 
 
 def floor_version(tag: str) -> tuple[int, int]:

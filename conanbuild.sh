@@ -1,0 +1,1 @@
+. "/work/wt/conanbuildenv-release-armv8.sh"

@@ -1,0 +1,1 @@
+. "/work/wt/conanrunenv-release-armv8.sh"

@@ -1,0 +1,1 @@
+. "/work/wt/deactivate_conanbuildenv-release-armv8.sh"

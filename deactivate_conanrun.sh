@@ -1,0 +1,1 @@
+. "/work/wt/deactivate_conanrunenv-release-armv8.sh"

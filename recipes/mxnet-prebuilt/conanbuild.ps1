@@ -1,0 +1,1 @@
+& "$PSScriptRoot/conanbuildenv-armv8.ps1"

@@ -1,0 +1,1 @@
+. "/work/wt/recipes/mxnet-prebuilt/conanbuildenv-armv8.sh"

@@ -1,0 +1,1 @@
+& "$PSScriptRoot/conanrunenv-armv8.ps1"

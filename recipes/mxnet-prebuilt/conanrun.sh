@@ -1,0 +1,1 @@
+. "/work/wt/recipes/mxnet-prebuilt/conanrunenv-armv8.sh"

@@ -1,0 +1,1 @@
+& "$PSScriptRoot/deactivate_conanbuildenv-armv8.ps1"

@@ -1,0 +1,1 @@
+. "/work/wt/recipes/mxnet-prebuilt/deactivate_conanbuildenv-armv8.sh"

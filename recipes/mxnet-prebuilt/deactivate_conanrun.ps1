@@ -1,0 +1,1 @@
+& "$PSScriptRoot/deactivate_conanrunenv-armv8.ps1"

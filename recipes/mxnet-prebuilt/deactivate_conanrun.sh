@@ -1,0 +1,1 @@
+. "/work/wt/recipes/mxnet-prebuilt/deactivate_conanrunenv-armv8.sh"
