@@ -255,6 +255,7 @@ def test_the_mxnet_step_shows_make_progress(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(mxnet, "require_tools", lambda targets: None)
     monkeypatch.setattr(mxnet, "prepare_tree", lambda *args, **kwargs: (tree, "mxnet 1.9.1 (stub)"))
     monkeypatch.setattr(mxnet, "verify_mxnet", lambda *args, **kwargs: ["libnnpack.so"])
+    monkeypatch.setattr(mxnet, "current_package_inputs", lambda *args: {})
     config_mk = tmp_path / "config.mk"
     config_mk.write_text("USE_NNPACK = 1\n")
     target = parse_target("arm64")

@@ -58,6 +58,12 @@ class MxnetResult:
     """The Conan remote(s) the build came from; empty when built here."""
 
 
+def current_package_inputs(target: Target, settings: Settings, config: ConfigureResult) -> dict[str, str]:
+    """package_inputs with this home's NNPACK build."""
+    nnpack = json.loads((settings.output_dir(target.name) / "nnpack-result.json").read_text())
+    return package_inputs(target, settings, config, nnpack["library_sha256"])
+
+
 def package_inputs(target: Target, settings: Settings, config: ConfigureResult, nnpack_sha256: str) -> dict[str, str]:
     """What the MXNet stage's result depends on, as digests that are the same on every machine:
     the source, the patches, config.mk (the toolchain home's path replaced), NNPACK's library and
@@ -200,13 +206,12 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None
         needed = verify_mxnet(target, library, step.log_path)
-        nnpack_sha256 = json.loads((out_dir / "nnpack-result.json").read_text())["library_sha256"]
         result = MxnetResult(
             target=target.name, library=str(library), library_sha256=sha256_of(library),
             library_size=library.stat().st_size, needed=needed, source=source_line,
             patches=[p.file.name for p in pin.patches], inputs_digest=digest,
             build_seconds=round(step.elapsed, 1),
-            package_inputs=package_inputs(target, settings, config, nnpack_sha256),
+            package_inputs=current_package_inputs(target, settings, config),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = result_path.with_suffix(".tmp")

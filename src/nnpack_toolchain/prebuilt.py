@@ -28,7 +28,8 @@ from . import conan_config, log
 from .configure import ConfigureResult
 from .errors import BuildError, ConfigurationError, ToolchainError
 from .files import atomic_write_text
-from .mxnet import RESULT_FILE, MxnetResult, package_inputs
+from .mxnet import RESULT_FILE, MxnetResult
+from .mxnet import current_package_inputs as current_inputs
 from .runner import run
 from .settings import RECIPES_DIR, Settings
 from .sources import sha256_of
@@ -56,11 +57,6 @@ def remotes(settings: Settings) -> list[str]:
     if not path.is_file():
         return []
     return [r["name"] for r in json.loads(path.read_text()).get("remotes", []) if not r.get("disabled")]
-
-
-def current_inputs(target: Target, settings: Settings, config: ConfigureResult) -> dict[str, str]:
-    nnpack = json.loads((settings.output_dir(target.name) / "nnpack-result.json").read_text())
-    return package_inputs(target, settings, config, nnpack["library_sha256"])
 
 
 # -- publishing -------------------------------------------------------------------------------------
