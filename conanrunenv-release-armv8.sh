@@ -12,5 +12,5 @@ do
    fi
 done
 
-export LD_LIBRARY_PATH="/tmp/pytest-of-root/pytest-22/test_a_second_home_downloads_t0/b home/out/arm64/.prebuilt-g8x4l39q/direct_deploy/mxnet-nnpack/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export DYLD_LIBRARY_PATH="/tmp/pytest-of-root/pytest-22/test_a_second_home_downloads_t0/b home/out/arm64/.prebuilt-g8x4l39q/direct_deploy/mxnet-nnpack/lib${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="/tmp/pytest-of-root/pytest-26/test_a_second_home_downloads_t0/b home/out/arm64/.prebuilt-_7pjzy8n/direct_deploy/mxnet-nnpack/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DYLD_LIBRARY_PATH="/tmp/pytest-of-root/pytest-26/test_a_second_home_downloads_t0/b home/out/arm64/.prebuilt-_7pjzy8n/direct_deploy/mxnet-nnpack/lib${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH}"

@@ -110,7 +110,7 @@ def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_c
 @reports_errors
 def wheel(c, arch="", home=None, base=None):
     """Package the target's MXNet build as a wheel (libmxnet.so, libnnpack.so, auditwheel-repaired)."""
-    from nnpack_toolchain.wheel import build_mxnet_wheel
+    from nnpack_toolchain.mxnet_wheel import build_mxnet_wheel
 
     settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):

@@ -253,7 +253,7 @@ def existing_build(name: str) -> Path:
 @pytest.mark.mxnet_build
 def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
     """Two wheel builds from the same MXNet build, in two fresh homes, give the same sha256."""
-    from nnpack_toolchain.wheel import build_mxnet_wheel
+    from nnpack_toolchain.mxnet_wheel import build_mxnet_wheel
 
     shas = []
     for home in (tmp_path / "a", tmp_path / "b"):
@@ -328,7 +328,8 @@ def home_with_build(name: str, home: Path) -> Settings:
 def test_mxnet_wheel_passes_the_smoke_suite_on_its_target(name: str, tmp_path: Path) -> None:
     """With an MXNet build in the home: the wheel, auditwheel's view of it, and the smoke suite there."""
     from nnpack_toolchain.smoke import run_smoke
-    from nnpack_toolchain.wheel import build_mxnet_wheel, machine_of
+    from nnpack_toolchain.mxnet_wheel import build_mxnet_wheel
+    from nnpack_toolchain.wheel import machine_of
 
     settings = home_with_build(name, tmp_path / "home")
     target = TARGETS[name]

@@ -23,7 +23,8 @@ from nnpack_toolchain.nnpack import NnpackResult, SuiteSummary
 from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.targets import TARGETS
 from nnpack_toolchain.wheel import RESULT_FILE as WHEEL_RESULT_FILE
-from nnpack_toolchain.wheel import WheelResult, current_mxnet_wheel_digest
+from nnpack_toolchain.mxnet_wheel import current_mxnet_wheel_digest
+from nnpack_toolchain.wheel import WheelResult
 from test_publish import REMOTE, SERVER_PASSWORD, conan_server, free_port  # noqa: F401 - the fixture
 
 TARGET = TARGETS["arm64"]

@@ -106,7 +106,7 @@ def mxnet_step(target: Target, settings: Settings) -> StepOutcome:
 
 
 def wheel_step(target: Target, settings: Settings) -> StepOutcome:
-    from .wheel import build_mxnet_wheel
+    from .mxnet_wheel import build_mxnet_wheel
 
     result = build_mxnet_wheel(target, settings)
     return StepOutcome(result.up_to_date, f"{Path(result.wheel).name} ({result.manylinux_floor})",

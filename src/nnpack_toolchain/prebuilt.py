@@ -35,7 +35,8 @@ from .settings import RECIPES_DIR, Settings
 from .sources import sha256_of
 from .targets import Target
 from .wheel import RESULT_FILE as WHEEL_RESULT_FILE
-from .wheel import WheelResult, current_mxnet_wheel_digest
+from .mxnet_wheel import current_mxnet_wheel_digest
+from .wheel import WheelResult
 
 REFERENCE = "mxnet-nnpack/1.9.1"
 RECIPE = RECIPES_DIR / "mxnet-prebuilt"
