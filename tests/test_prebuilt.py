@@ -85,15 +85,24 @@ def published(conan_server: str, tmp_path_factory: pytest.TempPathFactory) -> st
     settings, config = fake_home(tmp_path_factory.mktemp("a") / "home")
     fake_build(settings, config)
     publish.add_remote(settings, REMOTE, conan_server, user="demo", password=SERVER_PASSWORD)
-    package = prebuilt.publish_prebuilt(settings, TARGET, REMOTE, config)
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        package = prebuilt.publish_prebuilt(settings, TARGET, REMOTE, config)
     assert package.startswith("mxnet-nnpack/1.9.1#") and ":" in package
+    assert not list(cwd.iterdir()), "Conan wrote files into the working directory"
+    assert [p.name for p in prebuilt.RECIPE.iterdir()] == ["conanfile.py"], "Conan wrote into the recipe folder"
     return conan_server
 
 
-def test_a_second_home_downloads_the_build_and_its_wheel_is_up_to_date(published: str, tmp_path: Path) -> None:
+def test_a_second_home_downloads_the_build_and_its_wheel_is_up_to_date(published: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     settings, config = fake_home(tmp_path / "b home")  # another path: the inputs must still match
     publish.add_remote(settings, REMOTE, published)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     result = prebuilt.use_prebuilt(TARGET, settings, config)
+    assert not list((tmp_path / "cwd").iterdir()), "Conan wrote files into the working directory"
     assert result is not None and result.downloaded_from == REMOTE and not result.up_to_date
     library = Path(result.library)
     assert library == settings.output_dir(TARGET.name) / "prebuilt" / "lib" / "libmxnet.so"

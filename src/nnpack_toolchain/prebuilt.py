@@ -99,7 +99,8 @@ def publish_prebuilt(settings: Settings, target: Target, remote: str, config: Co
         stage(target, settings, Path(tmp) / "artifacts")
         graph = Path(tmp) / "graph.json"
         run([*conan, "export-pkg", RECIPE, *conan_config.profile_args(target), *option_args(inputs),
-             "-c", f"user.nntc:artifacts={Path(tmp) / 'artifacts'}", "--format=json", f"--out-file={graph}"],
+             "-c", f"user.nntc:artifacts={Path(tmp) / 'artifacts'}", f"--output-folder={Path(tmp) / 'generators'}",
+             "--format=json", f"--out-file={graph}"],
             env=env, log_path=step.log_path, what=f"conan export-pkg {REFERENCE} for {target.name}")
         node = next(n for n in json.loads(graph.read_text())["graph"]["nodes"].values()
                     if n["ref"].startswith(REFERENCE))
@@ -139,7 +140,7 @@ def use_prebuilt(target: Target, settings: Settings, config: ConfigureResult) ->
         try:
             run([*conan_config.conan_command(), "install", f"--requires={REFERENCE}",
                  *conan_config.profile_args(target), *option_args(inputs), "--build=never",
-                 "--deployer=direct_deploy", f"--deployer-folder={deploy}"],
+                 "--deployer=direct_deploy", f"--deployer-folder={deploy}", f"--output-folder={deploy / 'generators'}"],
                 env=conan_config.conan_env(settings), log_path=step.log_path,
                 what=f"conan install {REFERENCE} for {target.name}")
         except BuildError as error:

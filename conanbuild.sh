@@ -1,1 +1,0 @@
-. "/work/wt/conanbuildenv-release-armv8.sh"

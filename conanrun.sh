@@ -1,1 +1,0 @@
-. "/work/wt/conanrunenv-release-armv8.sh"

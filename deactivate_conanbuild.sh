@@ -1,1 +1,0 @@
-. "/work/wt/deactivate_conanbuildenv-release-armv8.sh"

@@ -1,1 +1,0 @@
-. "/work/wt/deactivate_conanrunenv-release-armv8.sh"

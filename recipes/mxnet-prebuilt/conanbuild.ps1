@@ -1,1 +1,0 @@
-& "$PSScriptRoot/conanbuildenv-armv8.ps1"

@@ -1,1 +1,0 @@
-. "/work/wt/recipes/mxnet-prebuilt/conanbuildenv-armv8.sh"

@@ -1,1 +1,0 @@
-& "$PSScriptRoot/conanrunenv-armv8.ps1"

@@ -1,1 +1,0 @@
-. "/work/wt/recipes/mxnet-prebuilt/conanrunenv-armv8.sh"

@@ -1,1 +1,0 @@
-& "$PSScriptRoot/deactivate_conanbuildenv-armv8.ps1"

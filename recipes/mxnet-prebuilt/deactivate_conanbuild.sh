@@ -1,1 +1,0 @@
-. "/work/wt/recipes/mxnet-prebuilt/deactivate_conanbuildenv-armv8.sh"

@@ -1,1 +1,0 @@
-& "$PSScriptRoot/deactivate_conanrunenv-armv8.ps1"
