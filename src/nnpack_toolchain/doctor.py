@@ -26,6 +26,12 @@ COMMON_TOOLS: dict[str, str] = {
 }
 # Installed with the project itself (pyproject.toml), from PyPI.
 PYTHON_TOOLS: dict[str, str] = {"conan": "conan", "meson": "meson", "invoke": "invoke"}
+# Tools of optional features: `invoke setup` installs their packages, doctor and the builds do not
+# require them (the feature checks for them when used): command -> Debian package.
+OPTIONAL_TOOLS: dict[str, str] = {
+    "icecc": "icecc",  # --distribute: icecream's client and icecc-create-env (distribute.py)
+    "icecc-create-env": "icecc",
+}
 
 
 @dataclass(frozen=True)
@@ -61,5 +67,6 @@ def require_tools(targets: list[Target]) -> None:
 
 
 def debian_packages(targets: list[Target] | None = None) -> list[str]:
+    """What `invoke setup` installs: the targets' required tools and the optional ones."""
     targets = list(TARGETS.values()) if targets is None else targets
-    return sorted(set(tools_for(targets).values()))
+    return sorted(set(tools_for(targets).values()) | set(OPTIONAL_TOOLS.values()))
