@@ -24,6 +24,8 @@ COMMON_HELP = {
     "no_ccache": "compile without ccache",
     "base": "base distribution whose GCC and glibc build the targets: debian11 (default: glibc 2.31, "
             "manylinux_2_31) or debian12 (glibc 2.36)",
+    "distribute": "HOST[:PORT] of an icecream scheduler: MXNet's compiles run on its cluster (this machine's "
+                  "iceccd must be in it; make -j follows the cluster); unreachable: local, said in one line",
 }
 
 
@@ -61,7 +63,7 @@ def fetch(c, offline=False, home=None, source_cache=None, from_git=None, package
     fetch_sources(settings, names=package or None, from_git=parse_local_sources(from_git, "--from-git"))
 
 
-@task(iterable=["source"], help=COMMON_HELP)
+@task(iterable=["source"], help={k: v for k, v in COMMON_HELP.items() if k != "distribute"})
 @reports_errors
 def nnpack(c, arch="", jobs=None, offline=False, source=None, backend="fast", tests="quick", home=None,
            source_cache=None, no_ccache=False, base=None):
@@ -94,10 +96,11 @@ def configure(c, arch="", output=None, home=None, base=None):
 
 @task(iterable=["source"], help={k: v for k, v in COMMON_HELP.items() if k not in ("backend", "tests")})
 @reports_errors
-def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False, base=None):
+def mxnet(c, arch="", jobs=None, offline=False, source=None, home=None, source_cache=None, no_ccache=False, base=None,
+          distribute=None):
     """Build MXNet 1.9.1's libmxnet.so with USE_NNPACK=1 for a target (needs 'invoke nnpack' first)."""
     settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
-                             ccache=not no_ccache)
+                             ccache=not no_ccache, distribute=distribute)
     for target in parse_targets(arch):
         result = build_mxnet(target, settings)
         state = "up to date" if result.up_to_date else f"built in {result.build_seconds} s"
@@ -209,14 +212,16 @@ def use_remote(c, remote="", url="", user=None, home=None):
 })
 @reports_errors
 def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", tests="quick", keep_going=False,
-          clean=False, report=None, home=None, source_cache=None, no_ccache=False, base=None, prebuilt="auto"):
+          clean=False, report=None, home=None, source_cache=None, no_ccache=False, base=None, prebuilt="auto",
+          distribute=None):
     """The whole pipeline for each target: fetch, nnpack, configure, mxnet, wheel, smoke (unchanged steps are skipped)."""
     from pathlib import Path
 
     from nnpack_toolchain.pipeline import run_build
 
     settings = make_settings(base=base, home=home, source_cache=source_cache, jobs=jobs, offline=offline, source=source,
-                             backend=backend, tests=tests, ccache=not no_ccache, prebuilt=prebuilt)
+                             backend=backend, tests=tests, ccache=not no_ccache, prebuilt=prebuilt,
+                             distribute=distribute)
     result = run_build(parse_targets(arch), settings, keep_going=keep_going, clean=clean,
                        report_path=Path(report).resolve() if report else None)
     if not result.is_ok:

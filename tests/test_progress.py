@@ -265,3 +265,39 @@ def test_the_mxnet_step_shows_make_progress(tmp_path: Path, monkeypatch: pytest.
     # 20 objects, 5 % each: a line per object after the opening one
     assert "  mxnet [arm64]: objects 0/20 (0%), 20 to go" in err
     assert "  mxnet [arm64]: objects 10/20 (50%)" in err and "  mxnet [arm64]: objects 20/20 (100%), finishing" in err
+
+
+
+def test_an_unreachable_icecream_scheduler_compiles_locally_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--distribute with no scheduler listening: one line says so and make runs with the local jobs."""
+    from nnpack_toolchain import mxnet
+    from nnpack_toolchain.configure import ConfigureResult
+    from nnpack_toolchain.settings import Settings
+    from nnpack_toolchain.targets import parse_target
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "make", FAKE_MAKE)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("OBJECTS", "20")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / ".nntc-prepared").write_text("stub")
+    monkeypatch.setattr(mxnet, "require_tools", lambda targets: None)
+    monkeypatch.setattr(mxnet, "prepare_tree", lambda *args, **kwargs: (tree, "mxnet 1.9.1 (stub)"))
+    monkeypatch.setattr(mxnet, "verify_mxnet", lambda *args, **kwargs: ["libnnpack.so"])
+    monkeypatch.setattr(mxnet, "current_package_inputs", lambda *args: {})
+    config_mk = tmp_path / "config.mk"
+    config_mk.write_text("USE_NNPACK = 1\n")
+    target = parse_target("arm64")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(home=tmp_path / "home", ccache=False, jobs=2, distribute=f"127.0.0.1:{port}")
+    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {"CXX": "g++"}, tmp_path, True))
+    err = capsys.readouterr().err
+    assert err.count(f"icecream scheduler 127.0.0.1:{port} not reachable: compiling locally with 2 jobs") == 1, err
+    assert "  mxnet [arm64]: objects 20/20 (100%), finishing" in err

@@ -72,7 +72,7 @@ def usable_home(home: Path) -> Path:
 def make_settings(*, home: str | None = None, source_cache: str | None = None, jobs: object = None,
                   offline: bool = False, source: list[str] | None = None, backend: str = "fast",
                   tests: str = "quick", ccache: bool = True, base: str | None = None,
-                  prebuilt: str = "auto") -> Settings:
+                  prebuilt: str = "auto", distribute: str | None = None) -> Settings:
     kwargs: dict[str, Any] = {}
     parsed_jobs = parse_count(jobs, "--jobs", default_hint=f"; leave it out to use every core ({os.cpu_count()})")
     if parsed_jobs is not None:
@@ -90,8 +90,13 @@ def make_settings(*, home: str | None = None, source_cache: str | None = None, j
         tests=tests,
         ccache=ccache,
         prebuilt=prebuilt,
+        distribute=distribute,
         **kwargs,
     )
+    if distribute:
+        from .distribute import parse_scheduler
+
+        parse_scheduler(distribute)  # a bad HOST[:PORT] is refused before any work
     source_date_epoch(None)  # a bad $SOURCE_DATE_EPOCH is refused before any work
     usable_home(settings.home)  # after every option is checked: a bad option creates nothing
     return settings

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import log
 from .compilers import compilers_for
 from .configure import ConfigureResult, configure
+from .distribute import distributed_compiler, make_environment
 from .doctor import require_tools
 from .errors import BuildError, PatchError, VerificationError
 from .local_source import check_tree, tree_digest
@@ -194,13 +195,20 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
                 return previous
         shutil.copyfile(config.config_mk, tree / "config.mk")
         compiler = config.values["CXX"]  # the base distribution's g++ with its --sysroot
+        env = ccache_remote_env(base_dir=settings.home) if settings.ccache else {}
+        jobs = settings.jobs
+        if settings.distribute:  # icecream: ccache hands its misses to icecc (CCACHE_PREFIX)
+            extra, jobs = make_environment(target, settings, settings.distribute)
+            env.update(extra)
         if settings.ccache and shutil.which("ccache"):
             compiler = f"ccache {compiler}"
+        elif env:
+            compiler = distributed_compiler(compiler, env)
         try:
             # The Makefile picks up ./config.mk itself; a config= argument would reach the dmlc-core
             # and nnvm sub-makes through MAKEFLAGS and break them.
-            run(["make", "-C", tree, f"-j{settings.jobs}", MAKE_TARGET, f"CXX={compiler}"],
-                env=ccache_remote_env(base_dir=settings.home) if settings.ccache else None,
+            run(["make", "-C", tree, f"-j{jobs}", MAKE_TARGET, f"CXX={compiler}"],
+                env=env or None,
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}",
                 progress=MakeObjects(f"mxnet [{target.name}]"))
         except BuildError as error:

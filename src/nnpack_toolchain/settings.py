@@ -58,6 +58,8 @@ class Settings:
     ccache: bool = True
     base: str = DEFAULT_BUILD
     """The base distribution (distros.py) whose compilers and libraries build the targets."""
+    distribute: str | None = None
+    """HOST[:PORT] of an icecream scheduler: MXNet's compiles go to its cluster (distribute.py)."""
     prebuilt: str = "auto"
     """MXNet from the Conan remote (prebuilt.py): auto (download if there, else build), require, never."""
 
