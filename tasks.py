@@ -1,5 +1,7 @@
 """Invoke tasks: one thin task per stage. Logic lives in src/nnpack_toolchain."""
 
+from pathlib import Path
+
 from invoke import task
 
 from nnpack_toolchain import doctor as host
@@ -50,6 +52,10 @@ def setup(c, arch="all"):
     sudo = "" if c.run("id -u", hide=True).stdout.strip() == "0" else "sudo "
     c.run(f"{sudo}apt-get update -q", pty=False)
     c.run(f"DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q --no-install-recommends {packages}", pty=False)
+    # Debian's icecc package starts an iceccd service that joins any icecream scheduler of the LAN;
+    # this toolchain only uses icecream when asked (--distribute), with the daemon the user runs.
+    if Path("/run/systemd/system").is_dir():
+        c.run(f"{sudo}systemctl disable --now iceccd.service icecc-scheduler.service", pty=False, warn=True, hide=True)
 
 
 @task(iterable=["source", "from_git", "package"],
