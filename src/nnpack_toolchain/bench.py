@@ -143,7 +143,7 @@ def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
         run([root / "bin" / "python", "-m", "pip", "install", "-q", *PYPI_MXNET], log_path=log_path,
             what=f"pip install {' '.join(PYPI_MXNET)}")
         (root / ".complete").write_text(stamp)
-    return PythonEnv(TARGETS["x86_64"], root, root / "bin" / "python")
+    return PythonEnv(TARGETS["x86_64"], None, root, root / "bin" / "python")
 
 
 def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict[str, Any]:

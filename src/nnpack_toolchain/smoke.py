@@ -107,7 +107,7 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
             log.info(f"smoke [{target.name}]: up to date ({previous.passed}/{len(previous.tests)} passed "
                      f"with this wheel, sha256 {sha256[:12]}; --force reruns)")
             return previous
-    where = f"under {target.qemu_binary}" if target.qemu_binary else "through each sysroot's loader"
+    where = f"under Debian 13's {target.qemu_binary}" if target.qemu_binary else "through each sysroot's loader"
     releases = [DISTRIBUTIONS[name] for name in SMOKE_RELEASES]
     with log.step("smoke", target.name, f"{wheel.name} on {', '.join(r.name for r in releases)} {where}",
                   settings.logs_dir) as step:

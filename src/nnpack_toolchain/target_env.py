@@ -2,8 +2,8 @@
 
 Each is a sysroot made from that release's packages for the target architecture (python3,
 numpy, pip, OpenBLAS, libgomp; see sysroot.py: private apt, never the host's dpkg), cached by
-package list and reused. ARM: its interpreter runs under QEMU user emulation with the sysroot as
-QEMU's library prefix. x86-64: the sysroot's own dynamic loader starts its interpreter with the
+package list and reused. ARM: its interpreter runs under QEMU user emulation (Debian 13's static
+qemu-user, emulator.py) with the sysroot as QEMU's library prefix. x86-64: the sysroot's own dynamic loader starts its interpreter with the
 sysroot's library directories, so on every target Python, numpy, glibc and the wheel's libraries
 all come from the release, as on a board running it.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import log
 from .distros import DISTRIBUTIONS, Distribution
+from .emulator import qemu_for
 from .errors import ConfigurationError, ToolchainError
 from .runner import run
 from .settings import Settings
@@ -50,22 +51,29 @@ class WheelRejectedError(ToolchainError):
 @dataclass(frozen=True)
 class PythonEnv:
     target: Target
-    release: Distribution
+    release: Distribution | None
+    """The Debian release of the sysroot; None for a venv of the host (the PyPI column of the bench)."""
     root: Path
-    """The release's sysroot for the target."""
+    """The release's sysroot for the target (or the venv)."""
     interpreter: Path
+    qemu: str | None = None
+    """The QEMU binary that runs it (ARM targets): emulator.py's, or the host's for instruction counts."""
 
     @property
     def argv(self) -> list[str]:
         """Command prefix that starts the target's Python on this host."""
-        if self.target.qemu_binary:
-            return [self.target.qemu_binary, "-L", str(self.root), str(self.interpreter)]
+        if self.qemu:
+            return [self.qemu, "-L", str(self.root), str(self.interpreter)]
+        if self.release is None:
+            return [str(self.interpreter)]
         libdirs = [self.root / d / self.target.gnu_triple for d in ("lib", "usr/lib")]
         return [str(dynamic_loader(self.root)), "--library-path", ":".join(map(str, libdirs)), str(self.interpreter)]
 
     @property
     def label(self) -> str:
         """debian11 (python3.9, numpy 1.19)"""
+        if self.release is None:
+            return f"venv {self.root.name}"
         return f"{self.release.name} (python{self.release.python}, numpy {self.release.numpy})"
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -96,7 +104,7 @@ class PythonEnv:
         try:
             proc = self.run(["-m", "pip", "install", "--no-deps", "--no-compile", "--target", work, *args])
             with open(log_path, "a") as stream:
-                stream.write(f"\n$ pip install {what} ({self.target.name}, {self.release.name})\n"
+                stream.write(f"\n$ pip install {what} ({self.target.name}, {self.label})\n"
                              f"{proc.stdout}{proc.stderr}")
             if proc.returncode != 0:
                 if "is not a supported wheel on this platform" in proc.stderr:
@@ -104,7 +112,7 @@ class PythonEnv:
                         f"pip on {self.target.name} refuses {what}: not a supported wheel on this platform "
                         f"(its tag is for another machine); use the wheel built with --arch {self.target.name}",
                         log_path=log_path)
-                raise ToolchainError(f"pip install {what} failed on {self.target.name} ({self.release.name}): "
+                raise ToolchainError(f"pip install {what} failed on {self.target.name} ({self.label}): "
                                      f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}", log_path=log_path)
             shutil.rmtree(destination, ignore_errors=True)
             os.replace(work, destination)
@@ -119,7 +127,7 @@ def python_env(target: Target, settings: Settings, release: Distribution = PYTHO
     interpreter = root / "usr" / "bin" / f"python{release.python}"
     if not interpreter.is_file():
         raise ConfigurationError(f"{interpreter} missing from the sysroot; delete {root} and rerun")
-    env = PythonEnv(target, release, root, interpreter)
+    env = PythonEnv(target, release, root, interpreter, qemu_for(target, settings))
     stamp = root / ".nntc-bytecode"
     if not stamp.is_file():
         precompile(env, settings)
