@@ -260,7 +260,13 @@ def test_the_mxnet_step_shows_make_progress(tmp_path: Path, monkeypatch: pytest.
     config_mk.write_text("USE_NNPACK = 1\n")
     target = parse_target("arm64")
     settings = Settings(home=tmp_path / "home", ccache=False, jobs=2)
-    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {"CXX": "g++"}, tmp_path, True))
+    values = {"CXX": "g++", "ADD_CFLAGS": "-O2 '-ffile-prefix-map=/srv/a \\#1=.'"}
+    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, values, tmp_path, True))
+    # ADD_CFLAGS also on make's command line (the dmlc-core and nnvm sub-makes get it), '#' unescaped
+    import shlex
+
+    expected = shlex.quote("ADD_CFLAGS=-O2 '-ffile-prefix-map=/srv/a #1=.'")
+    assert expected in (settings.logs_dir / "mxnet-arm64.log").read_text()
     err = capsys.readouterr().err
     # 20 objects, 5 % each: a line per object after the opening one
     assert "  mxnet [arm64]: objects 0/20 (0%), 20 to go" in err
@@ -297,7 +303,8 @@ def test_an_unreachable_icecream_scheduler_compiles_locally_in_one_line(tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = Settings(home=tmp_path / "home", ccache=False, jobs=2, distribute=f"127.0.0.1:{port}")
-    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {"CXX": "g++"}, tmp_path, True))
+    mxnet.build_mxnet(target, settings, ConfigureResult(target.name, config_mk, {"CXX": "g++", "ADD_CFLAGS": "-O2"},
+                                                        tmp_path, True))
     err = capsys.readouterr().err
     assert err.count(f"icecream scheduler 127.0.0.1:{port} not reachable: compiling locally with 2 jobs") == 1, err
     assert "  mxnet [arm64]: objects 20/20 (100%), finishing" in err

@@ -38,6 +38,8 @@ from .sources import Pin, load_pin, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "mxnet-result.json"
+MAKE_HASH = "\\#"
+"""How config.mk escapes '#' (configure.make_value); make's command line takes it as it is."""
 MAKE_TARGET = "lib/libmxnet.so"
 
 
@@ -183,8 +185,11 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
             log.step("mxnet", target.name, f"MXNet {pin.version} with USE_NNPACK=1 ({len(pin.patches)} patches)",
                      settings.logs_dir) as step:
         tree, source_line = prepare_tree(pin, settings, target, step.log_path)
+        # ADD_CFLAGS on make's command line too: command-line variables reach the dmlc-core and nnvm
+        # sub-makes (MAKEFLAGS), config.mk's do not, and their objects need its -ffile-prefix-map.
+        submake = [f"ADD_CFLAGS={config.values['ADD_CFLAGS'].replace(MAKE_HASH, '#')}"]  # no comments here
         digest = hashlib.sha256(
-            f"{source_line}|{config.config_mk.read_text()}|{(tree / '.nntc-prepared').read_text()}".encode()
+            f"{source_line}|{config.config_mk.read_text()}|{(tree / '.nntc-prepared').read_text()}|{submake}".encode()
         ).hexdigest()
         library = tree / MAKE_TARGET
         if result_path.is_file() and library.is_file():
@@ -207,7 +212,7 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
         try:
             # The Makefile picks up ./config.mk itself; a config= argument would reach the dmlc-core
             # and nnvm sub-makes through MAKEFLAGS and break them.
-            run(["make", "-C", tree, f"-j{jobs}", MAKE_TARGET, f"CXX={compiler}"],
+            run(["make", "-C", tree, f"-j{jobs}", MAKE_TARGET, f"CXX={compiler}", *submake],
                 env=env or None,
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}",
                 progress=MakeObjects(f"mxnet [{target.name}]"))
