@@ -110,3 +110,23 @@ def test_patch_series_is_complete_and_ordered():
                    "nnp_convolution_transform_strategy_precompute", "nnp_convolution_transform_strategy_reuse",
                    "std::string(\"auto\")", "def nnpack_tuning_pending"):
         assert needed in series, needed
+
+
+def test_new_submake_flags_remove_the_submakes_outputs_once(tmp_path: Path) -> None:
+    """make compares timestamps only: nnvm's and dmlc-core's objects must go when their flags change."""
+    from nnpack_toolchain.mxnet import SUBMAKE_OUTPUTS, forget_submake_outputs
+
+    for name in SUBMAKE_OUTPUTS:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path / "x.o").parent.mkdir(parents=True, exist_ok=True) if name.endswith("build") else path.write_text("a")
+    (tmp_path / "build" / "src").mkdir(parents=True)
+    (tmp_path / "build" / "src" / "keep.o").write_text("MXNet's own object")
+    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])
+    assert not any((tmp_path / name).exists() for name in SUBMAKE_OUTPUTS)
+    assert (tmp_path / "build" / "src" / "keep.o").is_file()
+    (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").write_text("rebuilt")
+    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])  # same flags: kept
+    assert (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").read_text() == "rebuilt"
+    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O3"])
+    assert not (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").exists()

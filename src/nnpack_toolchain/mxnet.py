@@ -199,6 +199,7 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
                 step.note = "up to date"
                 return previous
         shutil.copyfile(config.config_mk, tree / "config.mk")
+        forget_submake_outputs(tree, submake)
         compiler = config.values["CXX"]  # the base distribution's g++ with its --sysroot
         env = ccache_remote_env(base_dir=settings.home) if settings.ccache else {}
         jobs = settings.jobs
@@ -231,6 +232,26 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
         tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
         tmp.replace(result_path)
     return result
+
+
+SUBMAKE_OUTPUTS = ("3rdparty/tvm/nnvm/lib/libnnvm.a", "3rdparty/tvm/nnvm/build", "3rdparty/dmlc-core/libdmlc.a",
+                   "3rdparty/dmlc-core/build")
+"""What the sub-makes build: make only compares timestamps, so new flags for them mean removing these."""
+
+
+def forget_submake_outputs(tree: Path, submake: list[str]) -> None:
+    """Remove the sub-makes' outputs when their command-line variables changed (a stamp in the tree)."""
+    stamp = tree / ".nntc-submake"
+    wanted = "\n".join(submake) + "\n"
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    for name in SUBMAKE_OUTPUTS:
+        path = tree / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    stamp.write_text(wanted)
 
 
 def classify_make_failure(error: BuildError, target: Target, settings: Settings) -> BuildError:
