@@ -38,6 +38,9 @@ from .sources import Pin, load_pin, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "mxnet-result.json"
+STAGE_REVISION = 2
+"""How this stage builds, beyond its inputs (2: ADD_CFLAGS for the sub-makes): bump it when the same
+inputs give other bytes, so that no machine downloads a package of the old procedure."""
 MAKE_HASH = "\\#"
 """How config.mk escapes '#' (configure.make_value); make's command line takes it as it is."""
 MAKE_TARGET = "lib/libmxnet.so"
@@ -82,7 +85,7 @@ def package_inputs(target: Target, settings: Settings, config: ConfigureResult, 
         "patches": digest(b"".join(p.file.read_bytes() for p in pin.patches)),
         "config": digest(config.config_mk.read_text().replace(str(settings.home), "<home>")),
         "nnpack": nnpack_sha256,
-        "toolchain": digest(f"{settings.base}|{target.name}|{compilers.name}|"
+        "toolchain": digest(f"{settings.base}|{target.name}|{compilers.name}|stage {STAGE_REVISION}|"
                             f"{(config.sysroot / '.complete').read_text()}"),
     }
 
