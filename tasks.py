@@ -157,10 +157,13 @@ def smoke(c, arch="", wheel=None, force=False, home=None, base=None):
             "index": "also upload each target's wheel (twine) to this PyPI-compatible index, e.g. http://HOST:8080/ "
                      "of a pypiserver; boards install with pip --index-url INDEX/simple/",
             "index_user": "user on the index (password from $NNTC_INDEX_PASSWORD)",
-            "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]})
+            "source": "NAME=DIR as given to the build (MXNet's package names its source), for builds that did "
+                      "not record it; repeatable",
+            "backend": COMMON_HELP["backend"], "tests": COMMON_HELP["tests"], "home": COMMON_HELP["home"]},
+      iterable=["source"])
 @reports_errors
 def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=None, backend="fast", tests="quick",
-            home=None, base=None):
+            home=None, base=None, source=None):
     """Upload NNPACK's Conan graph (--remote) and the wheels (--index) of each target, for other machines."""
     from pathlib import Path
 
@@ -172,7 +175,7 @@ def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=N
     if not remote and not index:
         raise SystemExit("give the Conan remote (--remote NAME; add it with --url URL the first time), "
                          "the wheel index (--index URL), or both")
-    settings = make_settings(base=base, home=home, backend=backend, tests=tests)
+    settings = make_settings(base=base, home=home, backend=backend, tests=tests, source=source)
     if url:
         sharing.add_remote(settings, remote, url, user=user)
     elif user:

@@ -18,6 +18,7 @@ import pytest
 
 from nnpack_toolchain import conan_config, prebuilt, publish
 from nnpack_toolchain.configure import ConfigureResult
+from nnpack_toolchain.errors import ConfigurationError
 from nnpack_toolchain.mxnet import RESULT_FILE, MxnetResult
 from nnpack_toolchain.nnpack import NnpackResult, SuiteSummary
 from nnpack_toolchain.settings import Settings
@@ -148,3 +149,12 @@ def test_wrong_credentials_are_refused_at_login(conan_server: str, tmp_path: Pat
     settings, _ = fake_home(tmp_path / "f")
     with pytest.raises(BuildError, match=r"Conan remote nntc-test .*: .*(Wrong user or password|401|403)"):
         publish.add_remote(settings, REMOTE, conan_server, user="demo", password="wrong")
+
+
+def test_publish_refuses_a_build_older_than_its_config(tmp_path: Path) -> None:
+    """The build recorded its inputs; config.mk changed since: publishing it would mislabel it."""
+    settings, config = fake_home(tmp_path / "g")
+    fake_build(settings, config)
+    config.config_mk.write_text(config.config_mk.read_text() + "ADD_CFLAGS = -O1\n")
+    with pytest.raises(ConfigurationError, match=r"out of date \(config changed\)"):
+        prebuilt.publish_prebuilt(settings, TARGET, REMOTE, config)

@@ -87,10 +87,13 @@ def publish_prebuilt(settings: Settings, target: Target, remote: str, config: Co
     if not (out / RESULT_FILE).is_file() or not (out / WHEEL_RESULT_FILE).is_file():
         raise ConfigurationError(f"no MXNet build and wheel for {target.name} in {settings.home}: "
                                  f"run 'invoke build --arch {target.name}' first")
-    inputs = current_inputs(target, settings, config)
     built = MxnetResult(**json.loads((out / RESULT_FILE).read_text()))
-    if built.package_inputs and built.package_inputs != inputs:
-        changed = sorted(k for k in inputs if built.package_inputs.get(k) != inputs[k])
+    # What the build recorded (with the options it was built with, --source included); a build of
+    # an older toolchain recorded nothing: then this invocation's options must be the build's.
+    inputs = built.package_inputs or current_inputs(target, settings, config)
+    now = current_inputs(target, settings, config)
+    changed = sorted(k for k in inputs if k != "source" and now.get(k) != inputs[k])
+    if changed:
         raise ConfigurationError(f"the MXNet build of {target.name} is out of date ({', '.join(changed)} changed): "
                                  f"run 'invoke build --arch {target.name}' first")
     conan, env = conan_config.conan_command(), conan_config.conan_env(settings)
