@@ -4,7 +4,6 @@ fork-then-convolve check, Python's multiprocessing with the fork start method)."
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -40,12 +39,7 @@ def test_a_forked_child_starts_a_thread_under_the_target_pythons_qemu(name: str,
     assert env.qemu and Path(env.qemu).is_file() and str(home.home / "tools") in env.qemu
     proc = env.run(["-c", FORK_WITH_THREADS], timeout=300)
     assert proc.returncode == 0 and "child exit 7" in proc.stdout, proc.stderr[-2000:]
-    if name != "arm64":
-        return  # qemu-arm 7.2 survives this one; qemu-aarch64 7.2 does not:
-    host = dataclasses.replace(env, qemu=TARGETS[name].qemu_binary)  # a race in 7.2: it aborts most times
-    runs = [host.run(["-c", FORK_WITH_THREADS], timeout=300) for _ in range(3)]
-    assert any("child exit 7" not in r.stdout and "assertion failed" in r.stderr for r in runs), \
-        [(r.stdout, r.stderr[-300:]) for r in runs]
+    # Debian 12's qemu-aarch64 7.2 aborts here most times (a race: 'cpu_exec: assertion failed'; RESULTS.md)
 
 
 @pytest.mark.network

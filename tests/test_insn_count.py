@@ -61,7 +61,8 @@ def test_parse_counts_takes_the_total_and_the_per_vcpu_lines() -> None:
 
 
 def test_plugin_options_go_right_after_the_emulator(tmp_path: Path) -> None:
-    env = PythonEnv(TARGETS["arm64"], DISTRIBUTIONS["debian12"], tmp_path / "root", tmp_path / "root/python3.11")
+    env = PythonEnv(TARGETS["arm64"], DISTRIBUTIONS["debian12"], tmp_path / "root", tmp_path / "root/python3.11",
+                    qemu="qemu-aarch64")  # the host's QEMU 7.2: the plugin's API
     argv = counted_argv([*env.argv, "-c", "pass"], Path("/h,1/libinsn.so"), tmp_path / "q.log")
     assert argv == ["qemu-aarch64", "-plugin", "/h,,1/libinsn.so", "-d", "plugin", "-D", str(tmp_path / "q.log"),
                     "-L", str(tmp_path / "root"), str(tmp_path / "root/python3.11"), "-c", "pass"]
