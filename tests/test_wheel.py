@@ -256,3 +256,51 @@ def test_a_merged_usr_sysroot_gets_the_links_base_files_would_make(tmp_path: Pat
     unpack_debs([deb], final, TARGETS["arm64"], tmp_path / "log")
     assert (final / "lib").is_symlink() and (final / "lib" / "ld-linux-aarch64.so.1").read_text() == "loader\n"
     assert not (final / "bin").exists(), "no usr/bin, so no bin link"
+
+
+def test_smoke_runs_the_releases_at_the_same_time_and_keeps_their_order(tmp_path: Path, monkeypatch) -> None:
+    """Issue 15's 5-minute goal: the three releases' suites overlap (a barrier that every release
+    must reach before any goes on breaks when they run one after another); results come back in
+    SMOKE_RELEASES order and every release's output ends up in the step's log."""
+    import threading
+    from types import SimpleNamespace
+
+    from nnpack_toolchain import smoke
+
+    barrier = threading.Barrier(len(SMOKE_RELEASES), timeout=20)
+
+    def fake_checks(env, wheel, settings, log_path):
+        barrier.wait()
+        log_path.write_text(f"output of {env.release.name}\n")
+        return [smoke.SmokeTest(f"ran on {env.release.name}", True, 0.0, "")]
+
+    monkeypatch.setattr(smoke, "release_checks", fake_checks)
+    envs = [SimpleNamespace(release=SimpleNamespace(name=name), target=SimpleNamespace(name="arm64"), label=name)
+            for name in SMOKE_RELEASES]
+    step_log = tmp_path / "smoke-arm64.log"
+    step_log.write_text("# step\n")
+    found = smoke.checks_in_parallel(envs, tmp_path / "w.whl", None, step_log)
+    assert [[t.test for t in tests] for tests in found] == [[f"ran on {name}"] for name in SMOKE_RELEASES]
+    assert step_log.read_text() == "# step\n" + "".join(f"output of {name}\n" for name in SMOKE_RELEASES)
+
+
+def test_smoke_in_parallel_reraises_a_release_failure_with_every_log_kept(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from nnpack_toolchain import smoke
+    from nnpack_toolchain.errors import ToolchainError
+
+    def fake_checks(env, wheel, settings, log_path):
+        log_path.write_text(f"output of {env.release.name}\n")
+        if env.release.name == SMOKE_RELEASES[1]:
+            raise ToolchainError("pip install failed", log_path=log_path)
+        return []
+
+    monkeypatch.setattr(smoke, "release_checks", fake_checks)
+    envs = [SimpleNamespace(release=SimpleNamespace(name=name), target=SimpleNamespace(name="arm64"), label=name)
+            for name in SMOKE_RELEASES]
+    step_log = tmp_path / "smoke-arm64.log"
+    step_log.write_text("")
+    with pytest.raises(ToolchainError, match="pip install failed"):
+        smoke.checks_in_parallel(envs, tmp_path / "w.whl", None, step_log)
+    assert step_log.read_text() == "".join(f"output of {name}\n" for name in SMOKE_RELEASES)

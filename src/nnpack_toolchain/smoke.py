@@ -3,7 +3,8 @@
 For every release in distros.SMOKE_RELEASES (Debian 11, 12 and 13: python3.9 / numpy 1.19,
 python3.11 / numpy 1.24, python3.13 / numpy 2.2) the release's own pip installs the wheel into a
 sysroot of that release (target_env.py) and the suite (target_scripts/smoke_suite.py) runs there,
-under QEMU on ARM, through the sysroot's loader on x86-64, once per SUITE_MODES entry. A release
+under QEMU on ARM, through the sysroot's loader on x86-64, once per SUITE_MODES entry; the
+releases run at the same time (each has its own log, joined into the step's log). A release
 whose glibc is older than the wheel's manylinux floor must refuse the wheel instead: that is its
 check. Results: a table (python, test, result, time), `<home>/out/<target>/smoke-result.json`, and
 a VerificationError naming the failed tests.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,12 +113,10 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
     releases = [DISTRIBUTIONS[name] for name in SMOKE_RELEASES]
     with log.step("smoke", target.name, f"{wheel.name} on {', '.join(r.name for r in releases)} {where}",
                   settings.logs_dir) as step:
-        tests: list[SmokeTest] = []
-        for release in releases:
-            env = python_env(target, settings, release)
-            log.info(f"  smoke [{target.name}]: {env.label}")
-            found = release_checks(env, wheel, settings, step.log_path)
-            tests += [SmokeTest(t.test, t.ok, t.seconds, t.detail, python=release.name) for t in found]
+        envs = [python_env(target, settings, release) for release in releases]  # one by one: shared sysroots
+        tests = [SmokeTest(t.test, t.ok, t.seconds, t.detail, python=env.release.name)
+                 for env, found in zip(envs, checks_in_parallel(envs, wheel, settings, step.log_path))
+                 for t in found]
         result = SmokeResult(target=target.name, wheel=str(wheel), tests=tests, seconds=round(step.elapsed, 1),
                              wheel_sha256=sha256)
         result.save(result_path)
@@ -134,6 +134,25 @@ def wheel_glibc(wheel: Path) -> tuple[int, int]:
     if not floors:
         raise ConfigurationError(f"{wheel.name} has no manylinux_X_Y platform tag")
     return min(floors)
+
+
+def checks_in_parallel(envs: list[PythonEnv], wheel: Path, settings: Settings,
+                       log_path: Path) -> list[list[SmokeTest]]:
+    """release_checks on every release at once (each is one emulated process at a time, mostly
+    single-threaded); results in the order of `envs`. Each release writes its own log, appended
+    to `log_path` in that order when all are done (or one failed)."""
+    logs = [log_path.with_name(f"{log_path.stem}-{env.release.name}{log_path.suffix}") for env in envs]
+    for env, path in zip(envs, logs):
+        path.write_text("")
+        log.info(f"  smoke [{env.target.name}]: {env.label} (log {path.name})")
+    try:
+        with ThreadPoolExecutor(max_workers=len(envs)) as pool:
+            futures = [pool.submit(release_checks, env, wheel, settings, path) for env, path in zip(envs, logs)]
+            return [future.result() for future in futures]
+    finally:
+        with open(log_path, "a") as stream:
+            for path in logs:
+                stream.write(path.read_text())
 
 
 def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path) -> list[SmokeTest]:
