@@ -269,7 +269,7 @@ def test_smoke_runs_the_releases_at_the_same_time_and_keeps_their_order(tmp_path
 
     barrier = threading.Barrier(len(SMOKE_RELEASES), timeout=20)
 
-    def fake_checks(env, wheel, settings, log_path):
+    def fake_checks(env, wheel, settings, log_path, native=None):
         barrier.wait()
         log_path.write_text(f"output of {env.release.name}\n")
         return [smoke.SmokeTest(f"ran on {env.release.name}", True, 0.0, "")]
@@ -290,7 +290,7 @@ def test_smoke_in_parallel_reraises_a_release_failure_with_every_log_kept(tmp_pa
     from nnpack_toolchain import smoke
     from nnpack_toolchain.errors import ToolchainError
 
-    def fake_checks(env, wheel, settings, log_path):
+    def fake_checks(env, wheel, settings, log_path, native=None):
         log_path.write_text(f"output of {env.release.name}\n")
         if env.release.name == SMOKE_RELEASES[1]:
             raise ToolchainError("pip install failed", log_path=log_path)
@@ -304,3 +304,22 @@ def test_smoke_in_parallel_reraises_a_release_failure_with_every_log_kept(tmp_pa
     with pytest.raises(ToolchainError, match="pip install failed"):
         smoke.checks_in_parallel(envs, tmp_path / "w.whl", None, step_log)
     assert step_log.read_text() == "".join(f"output of {name}\n" for name in SMOKE_RELEASES)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "release"), [("x86_64", "debian13"), ("arm64", "debian12"), ("armv7", "debian11")])
+def test_smoke_byte_compiles_the_installed_wheel_for_the_releases_python(name: str, release: str, home: Settings,
+                                                                          demo_wheels: dict[str, tuple[Path, Path]],
+                                                                          tmp_path: Path) -> None:
+    """Every suite process imports the wheel's modules: compiled once natively (host interpreter,
+    the release's x86-64 one, or its own on x86-64), not in each of the three processes under QEMU."""
+    from nnpack_toolchain.target_env import native_python
+
+    env = python_env(TARGETS[name], home, DISTRIBUTIONS[release])
+    settings = Settings(home=tmp_path / "home")
+    release_checks(env, demo_wheels[name][0], settings, tmp_path / "log", native_python(env, home))
+    tag = "cpython-" + DISTRIBUTIONS[release].python.replace(".", "")
+    site = settings.home / "smoke" / name / release / "site"
+    assert (site / "nntc_wheel_demo" / "__pycache__" / f"__init__.{tag}.pyc").is_file(), \
+        sorted(p.name for p in site.rglob("*.pyc"))

@@ -27,7 +27,8 @@ from .distros import DISTRIBUTIONS, SMOKE_RELEASES
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .settings import Settings
-from .target_env import PythonEnv, WheelRejectedError, python_env
+from .runner import run
+from .target_env import PythonEnv, WheelRejectedError, native_python, python_env
 from .targets import Target
 from .wheel import RESULT_FILE as WHEEL_RESULT_FILE
 from .wheel import WheelResult, require_wheel_contents, require_wheel_for
@@ -114,8 +115,9 @@ def run_smoke(target: Target, settings: Settings, wheel: Path | None = None, *, 
     with log.step("smoke", target.name, f"{wheel.name} on {', '.join(r.name for r in releases)} {where}",
                   settings.logs_dir) as step:
         envs = [python_env(target, settings, release) for release in releases]  # one by one: shared sysroots
+        natives = [native_python(env, settings) for env in envs]
         tests = [SmokeTest(t.test, t.ok, t.seconds, t.detail, python=env.release.name)
-                 for env, found in zip(envs, checks_in_parallel(envs, wheel, settings, step.log_path))
+                 for env, found in zip(envs, checks_in_parallel(envs, wheel, settings, step.log_path, natives))
                  for t in found]
         result = SmokeResult(target=target.name, wheel=str(wheel), tests=tests, seconds=round(step.elapsed, 1),
                              wheel_sha256=sha256)
@@ -136,8 +138,8 @@ def wheel_glibc(wheel: Path) -> tuple[int, int]:
     return min(floors)
 
 
-def checks_in_parallel(envs: list[PythonEnv], wheel: Path, settings: Settings,
-                       log_path: Path) -> list[list[SmokeTest]]:
+def checks_in_parallel(envs: list[PythonEnv], wheel: Path, settings: Settings, log_path: Path,
+                       natives: list[tuple[list[str], str, str]] | None = None) -> list[list[SmokeTest]]:
     """release_checks on every release at once (each is one emulated process at a time, mostly
     single-threaded); results in the order of `envs`. Each release writes its own log, appended
     to `log_path` in that order when all are done (or one failed)."""
@@ -147,7 +149,8 @@ def checks_in_parallel(envs: list[PythonEnv], wheel: Path, settings: Settings,
         log.info(f"  smoke [{env.target.name}]: {env.label} (log {path.name})")
     try:
         with ThreadPoolExecutor(max_workers=len(envs)) as pool:
-            futures = [pool.submit(release_checks, env, wheel, settings, path) for env, path in zip(envs, logs)]
+            futures = [pool.submit(release_checks, env, wheel, settings, path, native)
+                       for env, path, native in zip(envs, logs, natives or [None] * len(envs))]
             return [future.result() for future in futures]
     finally:
         with open(log_path, "a") as stream:
@@ -155,8 +158,11 @@ def checks_in_parallel(envs: list[PythonEnv], wheel: Path, settings: Settings,
                 stream.write(path.read_text())
 
 
-def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path) -> list[SmokeTest]:
-    """The suite in each mode on one release's Python; or, below the wheel's floor, its refusal."""
+def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path,
+                   native: tuple[list[str], str, str] | None = None) -> list[SmokeTest]:
+    """The suite in each mode on one release's Python; or, below the wheel's floor, its refusal.
+    `native` (target_env.native_python) byte-compiles the installed wheel first: each suite process
+    then imports mxnet's 234 modules from bytecode instead of compiling them under QEMU again."""
     release = env.release
     site = settings.home / "smoke" / env.target.name / release.name / "site"
     needs = wheel_glibc(wheel)
@@ -170,6 +176,9 @@ def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Pa
         return [SmokeTest(f"pip refuses the wheel (needs glibc {needs[0]}.{needs[1]})", False,
                           time.monotonic() - begin, f"pip installed it on glibc {release.glibc}")]
     env.install_wheel(wheel, site, log_path)
+    if native is not None:
+        argv, _, jobs = native
+        run([*argv, "-m", "compileall", "-q", jobs, site], log_path=log_path, what=f"compileall {site}")
     extra = {"PYTHONPATH": f"{site}:{SCRIPTS}", "OMP_NUM_THREADS": "2"}
     tests: list[SmokeTest] = []
     for mode, more_env in SUITE_MODES:

@@ -143,23 +143,27 @@ def dynamic_loader(root: Path) -> Path:
     raise ConfigurationError(f"no ld-linux-x86-64.so.2 in {root}; delete it and rerun")
 
 
-def precompile(env: PythonEnv, settings: Settings) -> None:
-    """Byte-compile the sysroot's Python once (Debian does it in postinst scripts, which never ran).
+def native_python(env: PythonEnv, settings: Settings) -> tuple[list[str], str, str]:
+    """A native interpreter of env's Python version for compileall: (argv, what it is, -j option).
 
-    Bytecode does not depend on the machine, so a native interpreter of the same version does it:
-    the host's if it is that version, else the release's x86-64 sysroot interpreter (through its
-    loader, at native speed); QEMU would take minutes.
+    Bytecode does not depend on the machine: the host's interpreter if it is that version, else the
+    release's x86-64 sysroot interpreter (through its loader, at native speed); QEMU takes minutes.
     """
+    version = env.release.python
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return [sys.executable], "host interpreter", "-j0"
+    jobs = "-j1"  # workers would start sys.executable, which the host's loader cannot run
+    if env.target.is_native:
+        return env.argv, "its own interpreter", jobs
+    return python_env(TARGETS["x86_64"], settings, env.release).argv, "x86-64 interpreter", jobs
+
+
+def precompile(env: PythonEnv, settings: Settings) -> None:
+    """Byte-compile the sysroot's Python once (Debian does it in postinst scripts, which never ran)."""
     version = env.release.python
     paths = [env.root / "usr" / "lib" / f"python{version}", env.root / "usr" / "lib" / "python3"]
     with log.step("bytecode", env.target.name, f"byte-compile {env.label}", settings.logs_dir) as step:
-        jobs = "-j1"  # workers would start sys.executable, which the host's loader cannot run
-        if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-            argv, step.note, jobs = [sys.executable], "host interpreter", "-j0"
-        elif env.target.is_native:
-            argv, step.note = env.argv, "its own interpreter"
-        else:
-            argv, step.note = python_env(TARGETS["x86_64"], settings, env.release).argv, "x86-64 interpreter"
+        argv, step.note, jobs = native_python(env, settings)
         for path in paths:
             if path.is_dir():
                 run([*argv, "-m", "compileall", "-q", jobs, "-s", env.root, "-p", "/", path],
