@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,8 +61,12 @@ from .targets import Target
 
 COUNT_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn", "mobilenet")
 COUNT_BATCHES = (1, 8)
-PASSES = (0, 1)
-"""K1 and K2: counted passes of a variant's forks (after its warm-up, so even 0 and 1 measure a warm pass)."""
+MIN_INCREMENT = 2e7
+"""Instructions the K2 - K1 extra passes should at least do: the forking process's own instructions
+between two forks vary by up to some 5e3 (its heap), which must stay well below 0.1 % of the increment."""
+OPTIMISTIC_FLOP_PER_INSN = 16
+"""For choosing K2 from a cell's FLOPs: no choice measured does more (Winograd: about 13)."""
+MAX_PASSES = 64
 WARMUP = 2
 """Passes before the counted ones: the first call of a graph node never builds a kernel transform,
 the second does (patch 0007), so from the third on every pass does the same work."""
@@ -209,6 +214,16 @@ class ForkCounts:
     """|first K2-K1 increment - second| over the per-pass work: the in-process repeatability."""
 
 
+def cell_passes(flops_per_pass: float, min_increment: float = MIN_INCREMENT,
+                max_passes: int = MAX_PASSES) -> tuple[int, int]:
+    """K1 = 0 and K2 such that K2 passes do at least min_increment instructions even at
+    OPTIMISTIC_FLOP_PER_INSN (at most max_passes): 1 for every network, more for small layers.
+    (A variant's forks run after its warm-up, so 0 and 1 passes already measure a warm pass; the
+    first pass after a fork costs some 1e2 instructions more than later ones, which K2 dilutes.)"""
+    estimate = max(flops_per_pass / OPTIMISTIC_FLOP_PER_INSN, 1.0)
+    return 0, max(1, min(max_passes, math.ceil(min_increment / estimate)))
+
+
 def fork_counts(totals: Sequence[int], k1: int, k2: int, batch: int) -> ForkCounts:
     """Instructions per image from the totals of four forks g0..g3 with K1, K2, K1, K2 passes.
 
@@ -304,15 +319,16 @@ class CountOptions:
     batches: tuple[int, ...] = COUNT_BATCHES
     layers: bool = True
     """Per-layer counts (and so the auto column, chosen from them)."""
-    passes: tuple[int, int] = PASSES
+    min_increment: float = MIN_INCREMENT
+    """Instructions K2 passes must at least do (K2 from each cell's FLOPs, see cell_passes)."""
     warmup: int = WARMUP
     timeout: float = 12 * 3600
     inline: bool = False
     """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
 
     def __post_init__(self) -> None:
-        if len(self.passes) != 2 or not 0 <= self.passes[0] < self.passes[1]:
-            raise ConfigurationError(f"pass counts must be two growing numbers, not {self.passes}")
+        if self.min_increment < 0:
+            raise ConfigurationError(f"the minimum increment must be positive, not {self.min_increment}")
         if self.warmup < 2:
             raise ConfigurationError("--count needs at least 2 warm-up passes (a kernel transform is built on the "
                                      "second call)")
@@ -338,6 +354,8 @@ class Cell:
     args: list[str]
     batch: int
     variants: list[Variant]
+    flops_per_pass: float
+    """Direct-convolution (and FC, pooling) FLOPs of one pass: how many passes to count (cell_passes)."""
 
 
 @dataclass
@@ -348,6 +366,7 @@ class Measured:
     between_forks: float
     spread: float
     record: dict[str, Any]
+    passes: tuple[int, int] = (0, 1)
 
 
 class CellRunner:
@@ -372,8 +391,11 @@ class CellRunner:
 
     def key(self, cell: Cell) -> str:
         text = json.dumps([self.identity, self.script_digest, cell.args, [v.to_json() for v in cell.variants],
-                           CELL_ENV, self.options.passes, self.options.warmup, self.options.inline], sort_keys=True)
+                           CELL_ENV, self.passes(cell), self.options.warmup, self.options.inline], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def passes(self, cell: Cell) -> tuple[int, int]:
+        return cell_passes(cell.flops_per_pass, self.options.min_increment)
 
     def run_cell(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Any]:
         """The cell's raw result: every process's total, the RESULT records, the run time."""
@@ -383,13 +405,13 @@ class CellRunner:
         variants = self.work / "count-variants.json"  # one fixed path: the command line is alike run to run
         variants.write_text(json.dumps([v.to_json() for v in cell.variants], indent=1) + "\n")
         argv = [*self.env.argv, SCRIPTS / "count_cell.py", *cell.args, "--variants", variants,
-                "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.options.passes))]
+                "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.passes(cell)))]
         started = time.monotonic()
         counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work, timeout=self.options.timeout,
                             inline=self.options.inline, log_path=self.log_path)
         records = [json.loads(line[len("RESULT "):]) for line in counted.stdout.splitlines()
                    if line.startswith("RESULT ")]
-        entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1,
+        entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1, "passes": self.passes(cell),
                  "seconds": round(time.monotonic() - started, 1), "records": records}
         if use_cache:
             self.cache[key] = entry
@@ -406,14 +428,14 @@ class CellRunner:
             raise VerificationError(f"count cell '{cell.label}' gave {len(totals)} instruction totals and "
                                     f"{len(by_variant)} variant records, expected {want} and {len(cell.variants)}",
                                     log_path=self.log_path)
-        k1, k2 = self.options.passes
+        k1, k2 = self.passes(cell)
         measured = {}
         for index, variant in enumerate(cell.variants):
             forks = tuple(totals[FORKS * index + 1:FORKS * index + 5])  # the first fork is not counted
             counts = fork_counts(forks, k1, k2, cell.batch)
             measured[variant.name] = Measured(variant.name, counts.insns_per_image, forks, counts.between_forks,
-                                              counts.spread, by_variant[variant.name])
-        state = "cached" if raw["cached"] else f"{raw['seconds']:.0f} s"
+                                              counts.spread, by_variant[variant.name], (k1, k2))
+        state = ("cached, " if raw["cached"] else f"{raw['seconds']:.0f} s, ") + f"K2 = {k2}"
         log.info(f"{cell.label} ({state}): " + ", ".join(f"{m.variant} {m.insns_per_image / 1e6:,.2f} M"
                                                           for m in measured.values()))
         for m in measured.values():
@@ -443,7 +465,7 @@ def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None) -> Cell:
     names = list(choices) if choices is not None else layer_variants(shape)
     return Cell(f"layer {shape.describe()} batch {shape.batch}",
                 ["--layer", json.dumps(shape.cell_spec(), separators=(",", ":"))], shape.batch,
-                [choice_variant(shape, name) for name in names])
+                [choice_variant(shape, name) for name in names], shape.flops_per_image * shape.batch)
 
 
 def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> Cell:
@@ -452,7 +474,7 @@ def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | 
     if auto is not None:
         variants.append(Variant(AUTO, "auto", auto))
     return Cell(f"{network} batch {batch}", ["--models", str(models), "--network", network, "--batch", str(batch)],
-                batch, variants)
+                batch, variants, network_flops_per_image(network) * batch)
 
 
 def check_layer_record(choice: str, record: Mapping[str, Any], label: str) -> str | None:
@@ -499,7 +521,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                         {"wheel_sha256": wheel_sha256, "qemu": qemu, "target": target.name}, log_path, run)
     results: dict[str, Any] = {
         "target": target.name, "wheel": wheel.name, "wheel_sha256": wheel_sha256, "qemu_user": qemu,
-        "python": env.label, "passes": list(options.passes), "warmup": options.warmup, "environment": CELL_ENV,
+        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup, "environment": CELL_ENV,
         "neon_flop_per_insn": NEON_FLOP_PER_INSN, "networks": [], "layers": [], "shapes": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -567,7 +589,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
 
 
 def fork_json(m: Measured) -> dict[str, Any]:
-    return {"totals": list(m.totals), "between_forks": m.between_forks, "spread": m.spread}
+    return {"passes": list(m.passes), "totals": list(m.totals), "between_forks": m.between_forks, "spread": m.spread}
 
 
 def measure_shape(runner: CellRunner, shape: ConvShape) -> dict[str, Measured]:

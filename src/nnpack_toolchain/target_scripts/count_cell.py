@@ -43,7 +43,7 @@ import sys
 
 import mxnet as mx
 
-from bench_models import bind, bind_layer, emit, tuning_pending  # this script's directory
+from bench_models import SETTLE_PASSES, bind, bind_layer, emit, tuning_pending  # this script's directory
 from nnpack_layers import set_policy
 
 
@@ -87,17 +87,24 @@ def pinned_problems(imported, exported):
 
 
 def openblas_core():
-    """OpenBLAS's kernel for this CPU (MXNet's own convolutions' count depends on it)."""
+    """The kernels of the OpenBLAS libraries loaded (the wheel grafts its own, libopenblasp-*, which
+    MXNet's own convolutions use; numpy loads the system's), as "file: core": counts depend on them."""
     import ctypes
 
-    for name in ("libopenblas.so.0", "libblas.so.3"):
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = [line.split()[-1] for line in maps if "openblas" in line and line.split()[-1].startswith("/")]
+    except OSError:
+        paths = []
+    found = []
+    for name in sorted(dict.fromkeys(paths), key=lambda path: "openblas" not in os.path.basename(path)):
         try:
             lib = ctypes.CDLL(name)
             lib.openblas_get_corename.restype = ctypes.c_char_p
-            return lib.openblas_get_corename().decode()
+            found.append(f"{os.path.basename(name)}: {lib.openblas_get_corename().decode()}")
         except (OSError, AttributeError):
             continue
-    return None
+    return found
 
 
 def fork_and_wait(work):
@@ -122,15 +129,21 @@ def run_variant(executor, variant, warmup, passes, batch):
     if imported:
         mx.runtime.nnpack_import_tuning(imported)
     set_policy(variant["policy"])
+    # With MXNET_ENFORCE_DETERMINISM=1 (the host's setting) auto measures nothing: a shape without a
+    # pinned choice (a FullyConnected layer) runs NNPACK's own algorithm and stays "pending" for ever.
+    # Without it, auto times its choices on the first calls: pass until it settles.
+    deterministic = bool((mx.runtime.nnpack_status() or {}).get("deterministic"))
+    timed = variant["policy"] == "auto" and not deterministic
     calls = 0
-    for _ in range(warmup):
+    done = 0
+    while done < warmup or (timed and tuning_pending() and done < SETTLE_PASSES):
         before = conv_calls()
         one_pass(executor)
         calls = conv_calls() - before  # of the last warm-up pass: what every counted pass runs
-    pending = tuning_pending() if variant["policy"] == "auto" else 0
+        done += 1
+    pending = tuning_pending() if timed else 0
     if pending:
-        fail(f"{variant['name']}: the auto policy is still measuring {pending} layer shape(s) after {warmup} passes "
-             "(a shape without a pinned choice, and MXNET_ENFORCE_DETERMINISM unset?)")
+        fail(f"{variant['name']}: the auto policy is still measuring {pending} layer shape(s) after {done} passes")
     exported = json.loads(mx.runtime.nnpack_export_tuning() or "{}") if variant["policy"] == "auto" else {}
     problems = pinned_problems(imported, exported) if imported else []
     if problems:
@@ -150,7 +163,7 @@ def run_variant(executor, variant, warmup, passes, batch):
     for count in (passes[0], passes[0], passes[1], passes[0], passes[1]):
         if not fork_and_wait(counted(count)):
             fail(f"{variant['name']}: a counted run of {count} passes failed")
-    emit(kind="count", variant=variant["name"], policy=variant["policy"], batch=batch, warmup=warmup,
+    emit(kind="count", variant=variant["name"], policy=variant["policy"], batch=batch, warmup=done,
          passes=list(passes), nnpack_conv_calls_per_pass=calls, transforms=(status or {}).get("transforms"),
          conv_choices=sorted({p["choice"] for p in exported.get("plans", []) if p["layer"] == "Convolution"}))
 
