@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,8 +263,13 @@ class FakeQemu:
         return FakeCounted(totals[-1], {0: totals[-1]}, "\n".join(lines) + "\n", "", tuple(totals))
 
 
-def fake_env(tmp_path: Path) -> PythonEnv:
-    return PythonEnv(TARGETS["arm64"], DISTRIBUTIONS["debian12"], tmp_path / "root", tmp_path / "root/python3.11")
+STATIC_QEMU = "/home/tools/qemu-trixie-10.0.13/usr/bin/qemu-aarch64"
+"""What python_env() gives an ARM Python: Debian 13's static QEMU 10, which cannot load the insn plugin."""
+
+
+def fake_env(tmp_path: Path, target: str = "arm64") -> PythonEnv:
+    return PythonEnv(TARGETS[target], DISTRIBUTIONS["debian12"], tmp_path / "root", tmp_path / "root/python3.11",
+                     qemu=STATIC_QEMU.replace("aarch64", TARGETS[target].qemu_binary.removeprefix("qemu-")))
 
 
 def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache(tmp_path: Path) -> None:
@@ -283,6 +287,7 @@ def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache
     assert measured[MXNET].insns_per_image == 3 * 1_179_648 and measured["NNPACK wt8x8"].insns_per_image == 1_179_648
     assert measured[MXNET].between_forks == BETWEEN and measured[MXNET].spread == 0
     (argv,) = qemu.calls
+    # the host's qemu-aarch64 (7.2, the plugin's API), not the static QEMU 10 the env came with
     assert argv[:4] == ["qemu-aarch64", "-L", str(tmp_path / "root"), str(tmp_path / "root/python3.11")]
     assert argv[4].endswith("count_cell.py") and argv[5] == "--layer"
     assert argv[-6:] == ["--variants", str(tmp_path / "work" / "count-variants.json"), "--warmup", "2",
@@ -293,6 +298,28 @@ def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache
     assert env["MXNET_ENFORCE_DETERMINISM"] == "1" and env["PYTHONPATH"] == str(tmp_path / "site")
     assert runner("abc").run_cell(cell)["cached"] and len(qemu.calls) == 1  # a new runner finds it on disk
     assert not runner("def").run_cell(cell)["cached"] and len(qemu.calls) == 2  # another wheel: counted again
+
+
+def test_cells_run_under_the_hosts_qemu_not_the_static_one(tmp_path: Path) -> None:
+    for target, binary in (("arm64", "qemu-aarch64"), ("armv7", "qemu-arm")):
+        env = fake_env(tmp_path, target)
+        assert env.argv[0].startswith("/home/tools/qemu-trixie")
+        counting = bench_count.counting_env(env)
+        assert counting.argv[0] == binary and counting.argv[1:] == env.argv[1:]
+    with pytest.raises(ConfigurationError, match="give an ARM target"):
+        bench_count.counting_env(PythonEnv(TARGETS["x86_64"], DISTRIBUTIONS["debian12"], tmp_path, tmp_path / "py"))
+
+
+def test_a_cell_with_a_second_guest_thread_is_refused(tmp_path: Path) -> None:
+    class Threaded(FakeQemu):  # the cell's process printed two vCPUs: a thread ran
+        def __call__(self, argv, settings, **kwargs):
+            counted = super().__call__(argv, settings, **kwargs)
+            return FakeCounted(counted.total, {0: counted.total - 5, 1: 5}, counted.stdout, "", counted.totals)
+
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path, Settings(home=tmp_path), CountOptions(),
+                        {"wheel_sha256": "abc"}, tmp_path / "log", Threaded())
+    with pytest.raises(VerificationError, match=r"ran 2 guest threads: counts need one"):
+        runner.measure(layer_cell(SMALL, [MXNET]))
 
 
 def test_forks_that_disagree_or_are_missing_are_refused(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ within REPEAT_TOLERANCE.
 
 Single-threaded (CELL_ENV): threads change the schedule, not the work, and spin-waits add
 instructions that differ run to run. MXNet's NaiveEngine runs operators on the calling thread.
+The host's qemu-user 7.2 runs the cells (counting_env): the target Pythons otherwise run under
+Debian 13's static QEMU 10 (emulator.py), which cannot load plugins. QEMU 7.2 aborts when a forked
+child of a process that has had threads starts a thread; a cell never has a second thread, and
+a cell whose process had more than one vCPU is refused.
 
 Per network and batch: MXNet's own code (policy never), NNPACK always, and auto with the choice
 per layer shape that has the fewest instructions (from the per-layer counts, pinned with
@@ -41,7 +45,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -369,13 +373,22 @@ class Measured:
     passes: tuple[int, int] = (0, 1)
 
 
+def counting_env(env: PythonEnv) -> PythonEnv:
+    """env run by the host's qemu-user 7.2 (whose plugin API insn_count.py builds against) instead of
+    Debian 13's static QEMU of the smoke suite, which cannot load plugins."""
+    if env.target.qemu_binary is None:
+        raise ConfigurationError(f"--count counts guest instructions under QEMU: give an ARM target (--arch arm64 or "
+                                 f"armv7), not {env.target.name}")
+    return replace(env, qemu=env.target.qemu_binary)
+
+
 class CellRunner:
     """Runs cells under the plugin; keeps every cell's counts in a cache file to resume from."""
 
     def __init__(self, env: PythonEnv, site: Path, work: Path, settings: Settings, options: CountOptions,
                  identity: Mapping[str, str], log_path: Path,
                  run: Callable[..., Any] = run_counted) -> None:
-        self.env, self.site, self.work, self.settings, self.options = env, site, work, settings, options
+        self.env, self.site, self.work, self.settings, self.options = counting_env(env), site, work, settings, options
         self.identity = dict(identity)
         self.log_path = log_path
         work.mkdir(parents=True, exist_ok=True)
@@ -427,6 +440,11 @@ class CellRunner:
         if len(totals) != want or len(by_variant) != len(cell.variants):
             raise VerificationError(f"count cell '{cell.label}' gave {len(totals)} instruction totals and "
                                     f"{len(by_variant)} variant records, expected {want} and {len(cell.variants)}",
+                                    log_path=self.log_path)
+        if raw.get("threads", 1) != 1:
+            raise VerificationError(f"count cell '{cell.label}' ran {raw['threads']} guest threads: counts need one "
+                                    "(a thread's spin-waits differ run to run, and QEMU 7.2 aborts when a forked child "
+                                    "of a threaded process starts a thread); see the environment CELL_ENV sets",
                                     log_path=self.log_path)
         k1, k2 = self.passes(cell)
         measured = {}
