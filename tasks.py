@@ -282,9 +282,10 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
     --count: guest instructions per image under QEMU, per network, policy, layer and algorithm."""
     from nnpack_toolchain import bench as benchmark
     from nnpack_toolchain import bench_count
+    from nnpack_toolchain.count_runner import COUNT_BATCHES, COUNT_NETWORKS
 
-    default_networks = bench_count.COUNT_NETWORKS if count else benchmark.DEFAULT_NETWORKS
-    default_batches = bench_count.COUNT_BATCHES if count else benchmark.DEFAULT_BATCHES
+    default_networks = COUNT_NETWORKS if count else benchmark.DEFAULT_NETWORKS
+    default_batches = COUNT_BATCHES if count else benchmark.DEFAULT_BATCHES
     options = benchmark.BenchOptions(
         networks=tuple(n.strip() for n in networks.split(",") if n.strip()) if networks else default_networks,
         batches=benchmark.parse_int_list(batches, "--batches") if batches else default_batches,

@@ -15,10 +15,11 @@ import pytest
 from rich.console import Console
 
 from conftest import MXNET_BUILD_HOME
-from nnpack_toolchain import bench_count
-from nnpack_toolchain.bench_count import (ALWAYS, AUTO, MXNET, CellRunner, ConvShape, CountOptions, auto_choice,
-                                          conv_layers, flop_per_insn, fork_counts, layer_cell, layer_choices,
-                                          nnpack_rejects, relative_difference, tuning_table)
+from nnpack_toolchain import bench_count, count_layers, count_runner
+from nnpack_toolchain.count_layers import (ALWAYS, AUTO, MXNET, ConvShape, auto_choice, conv_layers, flop_per_insn,
+                                           fork_counts, layer_choices, nnpack_rejects, relative_difference,
+                                           tuning_table)
+from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
 from nnpack_toolchain.check_model import ReasonCode, check_model
 from nnpack_toolchain.distros import DISTRIBUTIONS
 from nnpack_toolchain.errors import ConfigurationError, VerificationError
@@ -97,10 +98,10 @@ def test_every_forked_childs_total_is_kept_in_order() -> None:
 
 def test_small_cells_count_more_passes() -> None:
     # K2 * FLOPs / 16 >= 2e7: a 231 MFLOP layer needs 2 passes (1.38), a network 1, SMALL the cap of 64 (272)
-    assert bench_count.cell_passes(231_211_008) == (0, 2)
-    assert bench_count.cell_passes(3.6e9) == (0, 1)
-    assert bench_count.cell_passes(SMALL.flops_per_image) == (0, 64)
-    assert bench_count.cell_passes(0) == (0, 64)
+    assert count_layers.cell_passes(231_211_008) == (0, 2)
+    assert count_layers.cell_passes(3.6e9) == (0, 1)
+    assert count_layers.cell_passes(SMALL.flops_per_image) == (0, 64)
+    assert count_layers.cell_passes(0) == (0, 64)
 
 
 def test_relative_difference() -> None:
@@ -151,11 +152,11 @@ def test_layer_cells_force_a_choice_by_policy_or_pin() -> None:
                                         "stride": [1, 1], "pad": [1, 1], "no_bias": False}
     depthwise = ConvShape(batch=1, in_c=32, in_h=112, in_w=112, out_c=32, kernel=(3, 3), pad=(1, 1), groups=32)
     assert [v.name for v in layer_cell(depthwise).variants] == [MXNET]  # nothing else can run it
-    assert bench_count.CELL_ENV["MXNET_ENFORCE_DETERMINISM"] == "1"  # pinned auto never times anything
+    assert count_runner.CELL_ENV["MXNET_ENFORCE_DETERMINISM"] == "1"  # pinned auto never times anything
 
 
 def test_layer_records_must_show_the_choice_ran() -> None:
-    check = bench_count.check_layer_record
+    check = count_runner.check_layer_record
     assert check(MXNET, {"nnpack_conv_calls_per_pass": 0}, "x") is None
     assert "NNPACK ran 1" in check(MXNET, {"nnpack_conv_calls_per_pass": 1}, "x")
     assert check("NNPACK wt8x8", {"nnpack_conv_calls_per_pass": 1}, "x") is None
@@ -304,10 +305,10 @@ def test_cells_run_under_the_hosts_qemu_not_the_static_one(tmp_path: Path) -> No
     for target, binary in (("arm64", "qemu-aarch64"), ("armv7", "qemu-arm")):
         env = fake_env(tmp_path, target)
         assert env.argv[0].startswith("/home/tools/qemu-trixie")
-        counting = bench_count.counting_env(env)
+        counting = count_runner.counting_env(env)
         assert counting.argv[0] == binary and counting.argv[1:] == env.argv[1:]
     with pytest.raises(ConfigurationError, match="give an ARM target"):
-        bench_count.counting_env(PythonEnv(TARGETS["x86_64"], DISTRIBUTIONS["debian12"], tmp_path, tmp_path / "py"))
+        count_runner.counting_env(PythonEnv(TARGETS["x86_64"], DISTRIBUTIONS["debian12"], tmp_path, tmp_path / "py"))
 
 
 def test_a_cell_with_a_second_guest_thread_is_refused(tmp_path: Path) -> None:
@@ -447,7 +448,7 @@ def test_a_small_layer_counts_the_same_twice_under_qemu(target: str, build_setti
         per_image, repeated = first[choice].insns_per_image, again[choice].insns_per_image
         print(f"{target} {choice}: {per_image:.0f} and {repeated:.0f} instructions per image, "
               f"{flop_per_insn(SMALL.flops_per_image, per_image):.2f} FLOP/insn, d = {first[choice].between_forks}")
-        assert per_image > 0 and relative_difference(per_image, repeated) <= bench_count.REPEAT_TOLERANCE
-        assert bench_count.check_layer_record(choice, first[choice].record, cell.label) is None, first[choice].record
+        assert per_image > 0 and relative_difference(per_image, repeated) <= count_layers.REPEAT_TOLERANCE
+        assert count_runner.check_layer_record(choice, first[choice].record, cell.label) is None, first[choice].record
     # MXNet's im2col + GEMM is a direct method: at most 8 FLOP per 128-bit NEON instruction
-    assert flop_per_insn(SMALL.flops_per_image, first[MXNET].insns_per_image) <= bench_count.NEON_FLOP_PER_INSN
+    assert flop_per_insn(SMALL.flops_per_image, first[MXNET].insns_per_image) <= count_layers.NEON_FLOP_PER_INSN

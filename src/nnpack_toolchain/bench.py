@@ -10,8 +10,8 @@ Under QEMU (ARM targets) timings say nothing about a real board: only correctnes
 (NNPACK vs MXNet's own output for each network), and no speedup is printed.
 
 Results: a table, `<home>/out/<target>/bench/bench.json` and `bench.png` (matplotlib).
-`--count` (bench_count.py): instructions per image under QEMU instead, deterministic, in
-`count-<target>.json` and two PNG plots.
+`--count` (bench_count.py with count_runner.py and count_layers.py): instructions per image under
+QEMU instead, deterministic, in `count-<target>.json` and two PNG plots.
 """
 
 from __future__ import annotations

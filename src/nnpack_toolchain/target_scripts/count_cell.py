@@ -23,7 +23,7 @@ counted passes and exiting (after one uncounted fork: a process's first fork cos
 later ones). QEMU's plugin prints each process's total when it exits, a forked
 one's including everything before its fork: the four grandchildren's totals differ only by the
 passes and by the child's own few instructions between two forks (d), which the repeated K1 and
-K2 measure. The host takes the per-pass work from them (bench_count.fork_counts).
+K2 measure. The host takes the per-pass work from them (count_layers.fork_counts).
 
 The plugin's log then holds, in order: per variant the five grandchildren's totals (the first
 uncounted) and the child's, then this process's. Each child checks that its pinned choices are the ones that ran
