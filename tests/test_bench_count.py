@@ -436,6 +436,8 @@ def test_a_small_layer_counts_the_same_twice_under_qemu(target: str, build_setti
     env.install_wheel(wheel, site, tmp_path / "pip.log")
     runner = CellRunner(env, site, tmp_path / "work", build_settings, CountOptions(),
                         {"wheel_sha256": sha256_of(wheel)}, tmp_path / "count.log")
+    assert env.argv[0] != TARGETS[target].qemu_binary  # python_env's static QEMU 10 installed the wheel ...
+    assert runner.env.argv[0] == TARGETS[target].qemu_binary  # ... the host's QEMU 7.2 (the plugin's) counts
     cell = layer_cell(SMALL, [MXNET, ALWAYS])
     first = runner.measure(cell)  # raises if its two K2-K1 increments differ by more than 0.1 %
     raw = runner.run_cell(cell)
