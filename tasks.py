@@ -237,7 +237,7 @@ def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", 
         raise SystemExit(1)
 
 
-@task(help={"model": "MXNet *-symbol.json file, or zoo:NAME (alexnet, vgg16, resnet18, inception-bn)",
+@task(help={"model": "MXNet *-symbol.json file, or zoo:NAME (alexnet, vgg16, resnet18, inception-bn, mobilenet)",
             "batch": "batch size to check for (default 1)",
             "shape": "data shape without the batch (default 3,224,224)",
             "json": "print JSON (per layer and totals) on stdout instead of the table",
@@ -259,8 +259,9 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
 
 
 @task(help={"arch": COMMON_HELP["arch"], "home": COMMON_HELP["home"],
-            "networks": "comma list of zoo networks (default alexnet,vgg16,inception-bn; also resnet18)",
-            "batches": "comma list of batch sizes (default 1,2,4,8,16,32)",
+            "networks": "comma list of zoo networks (default alexnet,vgg16,resnet18,inception-bn; with --count also "
+                        "mobilenet)",
+            "batches": "comma list of batch sizes (default 1,2,4,8,16,32; with --count 1,8)",
             "iterations": "timed forward passes per network, batch and column (median is reported; default 3)",
             "threads": "MXNET_CPU_NNPACK_NTHREADS and OMP_NUM_THREADS for the main table (default: number of cores)",
             "sweep": "thread counts for the thread sweep at batch 1 (default 1,2,4; empty to skip)",
@@ -268,23 +269,41 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "no_layers": "leave out the per-layer convolution times",
             "memory": "also measure peak RSS and the auto policy's tuning cost per network, batch and policy "
                       "(one process per cell; on ARM under QEMU too)",
-            "no_timing": "leave out the speed table (with --memory: memory cells only)"})
+            "no_timing": "leave out the speed table (with --memory: memory cells only)",
+            "count": "instead of timings: guest instructions per image under QEMU (ARM targets), single-threaded and "
+                     "deterministic, per network, batch and policy (MXNet, NNPACK always, auto chosen from the counts) "
+                     "and per convolution layer and NNPACK algorithm (--no-layers: networks only); resumes an "
+                     "interrupted run"})
 @reports_errors
-def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1,2,4,8,16,32", iterations=None,
-          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None, base=None):
+def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None, sweep="1,2,4", no_pypi=False,
+          no_layers=False, memory=False, no_timing=False, count=False, home=None, base=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
-    --memory: peak RSS and the auto policy's tuning cost per network, batch and policy."""
+    --memory: peak RSS and the auto policy's tuning cost per network, batch and policy;
+    --count: guest instructions per image under QEMU, per network, policy, layer and algorithm."""
     from nnpack_toolchain import bench as benchmark
+    from nnpack_toolchain import bench_count
+    from nnpack_toolchain.count_runner import COUNT_BATCHES, COUNT_NETWORKS
 
+    default_networks = COUNT_NETWORKS if count else benchmark.DEFAULT_NETWORKS
+    default_batches = COUNT_BATCHES if count else benchmark.DEFAULT_BATCHES
     options = benchmark.BenchOptions(
-        networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
-        batches=benchmark.parse_int_list(batches, "--batches"), iterations=parse_count(iterations, "--iterations") or 3,
+        networks=tuple(n.strip() for n in networks.split(",") if n.strip()) if networks else default_networks,
+        batches=benchmark.parse_int_list(batches, "--batches") if batches else default_batches,
+        iterations=parse_count(iterations, "--iterations") or 3,
         thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
-        memory=memory, timing=not no_timing,
+        memory=memory, timing=not no_timing and not count, count=count,
         **({"threads": parse_count(threads, "--threads")} if threads else {}))
     settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):
         results = benchmark.run_bench(target, settings, options)
+        if results.get("count"):
+            counted = results["count"]
+            console.print(bench_count.network_table(counted))
+            if counted["layers"]:
+                console.print(bench_count.layer_table(counted))
+            console.out(f"bench [{target.name}]: {counted['json']}  {'  '.join(counted['plots'])}")
+            if not results["memory"]:
+                continue
         if results["memory"]:
             from nnpack_toolchain import bench_memory
 

@@ -10,6 +10,8 @@ Under QEMU (ARM targets) timings say nothing about a real board: only correctnes
 (NNPACK vs MXNet's own output for each network), and no speedup is printed.
 
 Results: a table, `<home>/out/<target>/bench/bench.json` and `bench.png` (matplotlib).
+`--count` (bench_count.py with count_runner.py and count_layers.py): instructions per image under
+QEMU instead, deterministic, in `count-<target>.json` and two PNG plots.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class BenchOptions:
     memory: bool = False
     """Peak RSS and tuning cost per network, batch and policy, one process per cell (bench_memory)."""
     timing: bool = True
+    count: bool = False
+    """Guest instructions per image under QEMU, per network, batch, policy and convolution layer (bench_count)."""
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in MODELS]
@@ -157,11 +161,26 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
         "networks": [], "layers": [], "thread_sweep": [], "checks": [], "memory": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if options.count and not emulated:
+        raise ConfigurationError(f"--count counts guest instructions under QEMU: give an ARM target (--arch arm64 or "
+                                 f"armv7), not {target.name}")
+    what = ("instruction counts under QEMU" if options.count else "correctness only: QEMU" if emulated else "")
     with log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
-                  + (" (correctness only: QEMU)" if emulated else ""), settings.logs_dir) as step:
+                  + (f" ({what})" if what else ""), settings.logs_dir) as step:
         env = python_env(target, settings)
         site = settings.home / "bench" / target.name / "site"
         env.install_wheel(wheel, site, step.log_path)
+        if options.count:
+            from . import bench_count
+
+            built = current_wheel(target, settings)
+            results["count"] = bench_count.run_count(
+                target, settings, env, site, wheel, built.wheel_sha256,
+                bench_count.CountOptions(networks=options.networks, batches=options.batches, layers=options.layers),
+                bench_dir, step.log_path)
+            step.note = results["count"]["json"]
+            if not (options.timing or options.memory):  # bench.json keeps the last speed/memory run
+                return results
         models = Path(tempfile.mkdtemp(prefix="nntc-models-"))
         try:
             for name in options.networks:

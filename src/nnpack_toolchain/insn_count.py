@@ -184,6 +184,9 @@ class Counted:
     per_vcpu: dict[int, int] = field(default_factory=dict)
     stdout: str = ""
     stderr: str = ""
+    totals: tuple[int, ...] = ()
+    """Every total the plugin printed, in order: each forked child's (that exited without exec) when it
+    exited, this one's last. A forked child's total includes everything before its fork."""
 
 
 def parse_counts(text: str) -> tuple[int, dict[int, int]] | None:
@@ -196,6 +199,11 @@ def parse_counts(text: str) -> tuple[int, dict[int, int]] | None:
     start = totals[-2].end() if len(totals) > 1 else 0
     per_vcpu = {int(m.group(1)): int(m.group(2)) for m in PER_VCPU.finditer(text, start, last.start())}
     return int(last.group(1)), per_vcpu
+
+
+def all_totals(text: str) -> tuple[int, ...]:
+    """Every total in the plugin's output, in the order the processes exited."""
+    return tuple(int(m.group(1)) for m in TOTAL.finditer(text))
 
 
 def counted_argv(command: Sequence[str | os.PathLike[str]], plugin: Path, log_file: Path, *,
@@ -248,7 +256,7 @@ def run_counted(command: Sequence[str | os.PathLike[str]], settings: Settings, *
         how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
         raise InsnCountError(f"{_name(command)} {how} under QEMU (its count of {counts[0]} instructions is not "
                              f"used): {last}; fix the program or its arguments", log_path=log_path)
-    return Counted(counts[0], counts[1], proc.stdout, proc.stderr)
+    return Counted(counts[0], counts[1], proc.stdout, proc.stderr, all_totals(plugin_out))
 
 
 def count_instructions(command: Sequence[str | os.PathLike[str]], settings: Settings, *,

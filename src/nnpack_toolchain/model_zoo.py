@@ -3,7 +3,7 @@
 Each generator returns the dict that ``mx.sym.save`` would write (the ``*-symbol.json`` format of
 MXNet 1.9.1: ``nodes``, ``arg_nodes``, ``node_row_ptr``, ``heads``, ``attrs``) for a 224x224 RGB
 input and 1000 classes. The layer structure follows the network definitions in MXNet's
-``example/image-classification/symbols`` (alexnet, vgg, resnet, inception-bn), so
+``example/image-classification/symbols`` (alexnet, vgg, resnet, inception-bn, mobilenet), so
 ``invoke check-model zoo:NAME`` shows what NNPACK does for models people actually train with
 MXNet. Those examples leave ``pooling_convention`` at MXNet's default ``'valid'``, and so do
 these files; NNPACK only takes ``'full'`` 2x2/2 max pooling, so no pooling layer of these models
@@ -78,11 +78,13 @@ class SymbolBuilder:
 
     def conv(self, data: Ref, name: str, num_filter: int, kernel: tuple[int, int],
              stride: tuple[int, int] | None = None, pad: tuple[int, int] | None = None,
-             no_bias: bool = False) -> Ref:
+             no_bias: bool = False, num_group: int = 1) -> Ref:
         attrs: dict[str, object] = {"kernel": kernel}
         if no_bias:
             attrs["no_bias"] = True
         attrs["num_filter"] = num_filter
+        if num_group != 1:
+            attrs["num_group"] = num_group
         if pad is not None:
             attrs["pad"] = pad
         if stride is not None:
@@ -254,12 +256,40 @@ def inception_bn(num_classes: int = 1000) -> dict[str, Any]:
     return g.symbol(g.softmax_output(x))
 
 
+def _mobilenet_conv(g: SymbolBuilder, data: Ref, filters: int, kernel: tuple[int, int], name: str,
+                    stride: int = 1, pad: int = 0, groups: int = 1) -> Ref:
+    """MobileNet's Conv: a bias-free convolution, BatchNorm (fix_gamma=True), ReLU."""
+    x = g.conv(data, f"{name}_conv2d", filters, kernel, stride=(stride, stride), pad=(pad, pad), no_bias=True,
+               num_group=groups)
+    x = g.batch_norm(x, f"{name}_batchnorm", fix_gamma=True)
+    return g.relu(x, f"{name}_relu")
+
+
+def mobilenet(num_classes: int = 1000) -> dict[str, Any]:
+    """MobileNet v1 (Howard et al. 2017), width 1.0, 224x224, as in MXNet's example symbols/mobilenet.py:
+    a 3x3/2 convolution, then 13 depthwise-separable blocks (a depthwise 3x3 convolution, i.e.
+    num_group = channels, which NNPACK cannot run, and a pointwise 1x1 one), global average pooling."""
+    g = SymbolBuilder()
+    x = _mobilenet_conv(g, g.variable("data"), 32, (3, 3), "conv_1", stride=2, pad=1)
+    channels = 32
+    # (pointwise filters, depthwise stride) of blocks conv_2 .. conv_14
+    blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2), (1024, 1)]
+    for index, (filters, stride) in enumerate(blocks, start=2):
+        x = _mobilenet_conv(g, x, channels, (3, 3), f"conv_{index}_dw", stride=stride, pad=1, groups=channels)
+        x = _mobilenet_conv(g, x, filters, (1, 1), f"conv_{index}")
+        channels = filters
+    x = g.pool(x, "global_pool", "avg", (7, 7), stride=(1, 1), global_pool=True)
+    x = g.fc(g.op("Flatten", "flatten", [x]), "fc", num_classes)
+    return g.symbol(g.softmax_output(x))
+
+
 #: Zoo name -> generator of the symbol dict (224x224x3 input, 1000 classes by default).
 MODELS: dict[str, Callable[[], dict[str, Any]]] = {
     "alexnet": alexnet,
     "vgg16": vgg16,
     "resnet18": resnet18,
     "inception-bn": inception_bn,
+    "mobilenet": mobilenet,
 }
 
 

@@ -1,0 +1,289 @@
+"""`invoke bench --count`: deterministic work counts on ARM, guest instructions per image under QEMU.
+
+Timings under QEMU say nothing about a board; instruction counts do say how much work each way of
+running a layer takes, exactly and repeatably. Three modules, data flowing one way:
+count_layers.py (shapes, choices, arithmetic) -> count_runner.py (cells run under QEMU's insn
+plugin, variants forked from one bound process, a resumable cache) -> this module (what to
+count, the checks, the table, JSON and plots).
+
+Per network and batch: MXNet's own code (policy never), NNPACK always, and auto with the choice
+per layer shape that has the fewest instructions (from the per-layer counts, pinned with
+mx.runtime.nnpack_import_tuning; MXNET_ENFORCE_DETERMINISM=1, so nothing is timed and an unlisted
+shape, e.g. a FullyConnected layer, runs NNPACK's own algorithm as under always).
+Per convolution layer (one cell per distinct shape; a shape repeated in a network or shared by
+several is counted once): MXNet, NNPACK always, and each NNPACK algorithm the patched operator can
+run there (patch 0007's list: wt8x8, ft8x8, ft16x16, implicit-gemm, direct, and the "precompute"
+variants with a kernel transform made once, batch 1 only), forced by pinning it.
+
+One cell is run again at the end, uncached, and its counts per image must agree within
+REPEAT_TOLERANCE (0.1 %). Results: a table, count-<target>.json and two PNG plots next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import log
+from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLERANCE, ConvLayer, ConvShape,
+                           auto_choice, conv_layers, flop_per_insn, network_flops_per_image, nnpack_rejects,
+                           relative_difference, tuning_table)
+from .count_runner import (CELL_ENV, Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell,
+                           network_cell)
+from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
+from .insn_count import installed_qemu_version, run_counted
+from .settings import Settings
+from .target_env import PythonEnv
+from .targets import Target
+
+COLOURS = {MXNET: "tab:blue", ALWAYS: "tab:orange", "wt8x8": "tab:green", "ft8x8": "tab:red",
+           "ft16x16": "tab:purple", "implicit-gemm": "tab:brown", "direct": "tab:pink"}
+"""Plot colours: one per choice's algorithm, its precompute variant dashed."""
+
+
+def expected_network_calls(layers: Sequence[ConvLayer], policy: str, choices: Mapping[ConvShape, str]) -> int:
+    """NNPACK convolution calls per pass a network variant must show."""
+    if policy == "never":
+        return 0
+    if policy == "always":
+        return sum(1 for layer in layers if nnpack_rejects(layer.shape) is None)
+    return sum(1 for layer in layers if choices.get(layer.shape, MXNET) != MXNET)
+
+
+def write_models(models: Path, networks: Iterable[str]) -> None:
+    from .model_zoo import write_model
+
+    models.mkdir(parents=True, exist_ok=True)
+    for name in networks:
+        write_model(name, models / f"{name}-symbol.json")
+
+
+def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wheel: Path, wheel_sha256: str,
+              options: CountOptions, bench_dir: Path, log_path: Path,
+              run: Callable[..., Any] = run_counted) -> dict[str, Any]:
+    """Count every cell; the results dict (also written as count-<target>.json, with the plots)."""
+    if target.qemu_binary is None:
+        raise ConfigurationError(f"--count counts guest instructions under QEMU: give an ARM target (--arch arm64 or "
+                                 f"armv7), not {target.name}")
+    qemu = installed_qemu_version()
+    work = bench_dir / "count"
+    models = work / "models"
+    write_models(models, options.networks)
+    runner = CellRunner(env, site, work, settings, options,
+                        {"wheel_sha256": wheel_sha256, "qemu": qemu, "target": target.name}, log_path, run)
+    results: dict[str, Any] = {
+        "target": target.name, "wheel": wheel.name, "wheel_sha256": wheel_sha256, "qemu_user": qemu,
+        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup, "environment": CELL_ENV,
+        "neon_flop_per_insn": NEON_FLOP_PER_INSN, "networks": [], "layers": [], "shapes": [],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    shape_counts: dict[ConvShape, dict[str, Measured]] = {}
+    first_cell: Cell | None = None
+    for network in options.networks:
+        flops = network_flops_per_image(network)
+        for batch in options.batches:
+            layers = conv_layers(network, batch)
+            choices: dict[ConvShape, str] = {}
+            if options.layers:
+                for layer in layers:
+                    if layer.shape not in shape_counts:
+                        shape_counts[layer.shape] = measure_shape(runner, layer.shape)
+                    per_choice = {name: m.insns_per_image for name, m in shape_counts[layer.shape].items()}
+                    choices[layer.shape] = auto_choice(per_choice)
+                    results["layers"].append(layer_row(layer, shape_counts[layer.shape], choices[layer.shape]))
+            pins = [(shape, choice) for shape, choice in choices.items() if nnpack_rejects(shape) is None]
+            cell = network_cell(models, network, batch, tuning_table(pins) if options.layers else None)
+            first_cell = first_cell or cell
+            measured = runner.measure(cell)
+            row: dict[str, Any] = {"network": network, "batch": batch, "flops_per_image": flops,
+                                   "insns_per_image": {}, "flop_per_insn": {}, "forks": {}}
+            for variant in cell.variants:
+                m = measured[variant.name]
+                want = expected_network_calls(layers, variant.policy, choices)
+                got = m.record.get("nnpack_conv_calls_per_pass")
+                if got != want:
+                    raise VerificationError(f"{cell.label}: {variant.name}: NNPACK ran {got} convolutions per pass, "
+                                            f"expected {want}", log_path=log_path)
+                if variant.policy == "auto":  # a transform over the memory budget runs the algorithm without one
+                    wanted = sum(1 for layer in layers if choices[layer.shape].endswith(" precompute"))
+                    row["transforms"] = {"pinned": wanted, "held": m.record.get("transforms")}
+                    if (m.record.get("transforms") or 0) < wanted:
+                        log.warn(f"{cell.label}: {wanted} layers are pinned to a precomputed transform, "
+                                 f"{m.record.get('transforms')} hold one (memory budget)")
+                row["insns_per_image"][variant.name] = m.insns_per_image
+                row["flop_per_insn"][variant.name] = flop_per_insn(flops, m.insns_per_image)
+                row["forks"][variant.name] = fork_json(m)
+            row["seconds"] = runner.run_cell(cell)["seconds"]
+            if options.layers:
+                row["auto_choices"] = {layer.name: choices[layer.shape] for layer in layers}
+            results["networks"].append(row)
+    results["shapes"] = [{"shape": asdict(shape), "flops_per_image": shape.flops_per_image,
+                          "nnpack": nnpack_rejects(shape) or "eligible",
+                          "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
+                          "forks": {n: fork_json(m) for n, m in per.items()},
+                          "seconds": runner.run_cell(layer_cell(shape))["seconds"]}
+                         for shape, per in shape_counts.items()]
+    if first_cell is None and shape_counts:
+        first_cell = layer_cell(next(iter(shape_counts)))
+    if first_cell is not None:
+        results["repeat"] = repeat_check(runner, first_cell)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    json_path = bench_dir / f"count-{target.name}.json"
+    atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    results["json"] = str(json_path)
+    results["plots"] = [str(p) for p in plot_counts(results, bench_dir)]
+    repeat = results.get("repeat")
+    if repeat and repeat["largest_difference"] > REPEAT_TOLERANCE:
+        raise VerificationError(f"two runs of '{repeat['cell']}' gave instructions per image "
+                                f"{repeat['largest_difference']:.3%} apart (more than {REPEAT_TOLERANCE:.1%}): counts "
+                                f"are not repeatable here; see {json_path}", log_path=log_path)
+    return results
+
+
+def fork_json(m: Measured) -> dict[str, Any]:
+    return {"passes": list(m.passes), "totals": list(m.totals), "between_forks": m.between_forks, "spread": m.spread}
+
+
+def measure_shape(runner: CellRunner, shape: ConvShape) -> dict[str, Measured]:
+    """Every way of running one convolution shape: MXNet, NNPACK always and each pinned NNPACK choice."""
+    cell = layer_cell(shape)
+    measured = runner.measure(cell)
+    for name, m in measured.items():
+        problem = check_layer_record(name, m.record, cell.label)
+        if problem:
+            raise VerificationError(problem, log_path=runner.log_path)
+    return measured
+
+
+def layer_row(layer: ConvLayer, per: Mapping[str, Measured], choice: str) -> dict[str, Any]:
+    flops = layer.shape.flops_per_image
+    return {"network": layer.network, "batch": layer.batch, "layer": layer.name, "shape": layer.shape.describe(),
+            "nnpack": nnpack_rejects(layer.shape) or "eligible", "flops_per_image": flops,
+            "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
+            "flop_per_insn": {n: flop_per_insn(flops, m.insns_per_image) for n, m in per.items()},
+            "auto_choice": choice}
+
+
+def repeat_check(runner: CellRunner, cell: Cell) -> dict[str, Any]:
+    """Run one cell again, not from the cache: every variant's instructions per image must agree."""
+    first = runner.measure(cell)
+    again = runner.measure(cell, use_cache=False)
+    differences = {name: relative_difference(first[name].insns_per_image, again[name].insns_per_image)
+                   for name in first}
+    log.info(f"repeat of {cell.label}: per image " + ", ".join(f"{n} {d:.4%} apart" for n, d in differences.items()))
+    return {"cell": cell.label, "insns_per_image": {n: [first[n].insns_per_image, again[n].insns_per_image]
+                                                    for n in first},
+            "differences": differences, "largest_difference": max(differences.values()), "limit": REPEAT_TOLERANCE}
+
+
+# Output ---------------------------------------------------------------------------------------------
+
+
+def _millions(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f}"
+
+
+def network_table(results: Mapping[str, Any]) -> Table:
+    table = Table(title=escape(f"guest instructions per image (millions) [{results['target']}], single-threaded, "
+                               f"QEMU {results['qemu_user']}"), title_justify="left")
+    for column in ("network", "batch", MXNET, ALWAYS, AUTO, "always / MXNet", "auto / MXNet", "FLOP/insn MXNet",
+                   "FLOP/insn auto"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for r in results["networks"]:
+        insns = r["insns_per_image"]
+        never = insns.get(MXNET)
+        ratios = [f"{insns[p] / never:.2f}" if p in insns and never else "-" for p in (ALWAYS, AUTO)]
+        fpi = r["flop_per_insn"]
+        table.add_row(r["network"], str(r["batch"]), *(_millions(insns.get(p)) for p in (MXNET, ALWAYS, AUTO)),
+                      *ratios, *(f"{fpi[p]:.2f}" if fpi.get(p) else "-" for p in (MXNET, AUTO)))
+    return table
+
+
+def layer_table(results: Mapping[str, Any]) -> Table:
+    table = Table(title="convolution layers: instructions per image (millions) and FLOP/instruction "
+                        f"(NEON direct limit {results['neon_flop_per_insn']})", title_justify="left")
+    for column in ("network", "batch", "layer", "shape", "MFLOP", MXNET, ALWAYS, "fewest: choice", "M insns",
+                   "FLOP/insn"):
+        table.add_column(column, justify="right" if column in ("batch", "MFLOP", MXNET, ALWAYS, "M insns",
+                                                               "FLOP/insn") else "left")
+    for r in results["layers"]:
+        insns = r["insns_per_image"]
+        best = r["auto_choice"]
+        table.add_row(r["network"], str(r["batch"]), escape(r["layer"]), escape(r["shape"]),
+                      f"{r['flops_per_image'] / 1e6:,.1f}", _millions(insns.get(MXNET)), _millions(insns.get(ALWAYS)),
+                      escape(best), _millions(insns.get(best)), f"{r['flop_per_insn'][best]:.2f}")
+    return table
+
+
+def plot_counts(results: Mapping[str, Any], directory: Path) -> list[Path]:
+    """count-<target>-networks.png (instructions per image per policy) and count-<target>-layers.png
+    (per-layer FLOP/instruction per choice, the NEON limit as a line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    target = results["target"]
+    rows = results["networks"]
+    if rows:
+        batches = sorted({r["batch"] for r in rows})
+        figure, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
+        for axis, batch in zip(axes[0], batches):
+            at = [r for r in rows if r["batch"] == batch]
+            width = 0.8 / 3
+            for i, policy in enumerate((MXNET, ALWAYS, AUTO)):
+                points = [(j, r["insns_per_image"][policy]) for j, r in enumerate(at) if policy in r["insns_per_image"]]
+                if points:
+                    xs, ys = zip(*points)
+                    axis.bar([x + (i - 1) * width for x in xs], ys, width, label=policy)
+            axis.set_xticks(range(len(at)), [r["network"] for r in at])
+            axis.set_yscale("log")
+            axis.set_ylabel("guest instructions per image")
+            axis.set_title(f"batch {batch}")
+            axis.legend()
+        figure.suptitle(f"MXNet 1.9.1 inference, {target} under QEMU, single-threaded: instructions per image")
+        written.append(_save(figure, plt, directory / f"count-{target}-networks.png"))
+    layers = results["layers"]
+    if layers:
+        panels = list(dict.fromkeys((r["network"], r["batch"]) for r in layers))
+        columns = min(len(panels), 2)
+        lines = (len(panels) + columns - 1) // columns
+        figure, axes = plt.subplots(lines, columns, figsize=(8 * columns, 4 * lines), squeeze=False)
+        for axis, (network, batch) in zip(axes.flat, panels):
+            at = [r for r in layers if r["network"] == network and r["batch"] == batch]
+            names = list(dict.fromkeys(n for r in at for n in r["flop_per_insn"]))
+            for name in names:
+                points = [(i, r["flop_per_insn"][name]) for i, r in enumerate(at) if r["flop_per_insn"].get(name)]
+                if points:
+                    family = name.removeprefix("NNPACK ").removesuffix(" precompute")
+                    axis.plot(*zip(*points), marker="o", markersize=3, linestyle="--" if "precompute" in name else "-",
+                              color=COLOURS.get(name, COLOURS.get(family)), label=name)
+            axis.axhline(results["neon_flop_per_insn"], color="black", linewidth=1,
+                         label=f"NEON limit ({results['neon_flop_per_insn']} FLOP/insn, direct)")
+            axis.set_title(f"{network}, batch {batch}")
+            axis.set_xlabel("convolution layer")
+            axis.set_ylabel("direct-convolution FLOP per instruction")
+            axis.legend(fontsize=6)
+        for axis in list(axes.flat)[len(panels):]:
+            axis.set_visible(False)
+        figure.suptitle(f"per-layer FLOP per guest instruction, {target} under QEMU")
+        written.append(_save(figure, plt, directory / f"count-{target}-layers.png"))
+    return written
+
+
+def _save(figure: Any, plt: Any, path: Path) -> Path:
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,246 @@
+"""Running the cells of `invoke bench --count` under QEMU's insn plugin (insn_count.py).
+
+A cell (target_scripts/count_cell.py: a network or a single Convolution layer at one batch size,
+bound once with fixed-seed random weights) runs in one process and tries its variants (MXNet's own
+code, NNPACK always, each pinned NNPACK choice) one by one in forked children; each child warms
+up and forks grandchildren doing K1, K2, K1, K2 counted passes (after one uncounted fork). A
+fork's total includes everything before it, so start-up, binding and warm-up cancel exactly:
+importing mxnet alone is about 6e9 instructions whose count varies by some 1e5 run to run, more
+than a small layer's pass, so two separate processes with K1 and K2 passes would not do
+(count_layers.fork_counts takes the per-pass work from the four totals).
+
+The host's qemu-user 7.2 runs the cells (counting_env): the target Pythons otherwise run under
+Debian 13's static QEMU 10 (emulator.py), which cannot load plugins. QEMU 7.2 aborts when a forked
+child of a process that has had threads starts a thread; a cell never has a second thread
+(CELL_ENV: one thread everywhere, NaiveEngine runs operators on the calling thread, set before
+mxnet is imported), and the runner refuses a cell whose process had more than one vCPU.
+Threads would also change the count: spin-waits add instructions that differ run to run.
+
+Each cell's raw totals are kept in `<work>/count-cells.json` (keyed by the wheel, QEMU, the
+scripts, the cell, its variants and environment): an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import log
+from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE, ConvShape, cell_passes, fork_counts,
+                           layer_choices, network_flops_per_image, tuning_table)
+from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
+from .insn_count import run_counted
+from .settings import Settings
+from .smoke import SCRIPTS
+from .target_env import PythonEnv
+
+COUNT_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn", "mobilenet")
+COUNT_BATCHES = (1, 8)
+WARMUP = 2
+"""Passes before the counted ones: the first call of a graph node never builds a kernel transform,
+the second does (patch 0007), so from the third on every pass does the same work."""
+FORKS = 6
+"""Totals per variant in the plugin's log: an uncounted fork, the K1, K2, K1, K2 forks, the variant's child."""
+CELL_ENV = {
+    "MXNET_CPU_NNPACK_NTHREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "MXNET_CPU_WORKER_NTHREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine", "PYTHONHASHSEED": "0",
+    "MXNET_ENFORCE_DETERMINISM": "1",
+}
+"""The environment of every cell: one thread everywhere, operators on the calling thread; the auto
+policy times nothing (a shape its pinned table does not list runs NNPACK's own algorithm)."""
+
+
+@dataclass
+class CountOptions:
+    networks: tuple[str, ...] = COUNT_NETWORKS
+    batches: tuple[int, ...] = COUNT_BATCHES
+    layers: bool = True
+    """Per-layer counts (and so the auto column, chosen from them)."""
+    min_increment: float = MIN_INCREMENT
+    """Instructions K2 passes must at least do (K2 from each cell's FLOPs, see cell_passes)."""
+    warmup: int = WARMUP
+    timeout: float = 12 * 3600
+    inline: bool = False
+    """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
+
+    def __post_init__(self) -> None:
+        if self.min_increment < 0:
+            raise ConfigurationError(f"the minimum increment must be positive, not {self.min_increment}")
+        if self.warmup < 2:
+            raise ConfigurationError("--count needs at least 2 warm-up passes (a kernel transform is built on the "
+                                     "second call)")
+
+
+@dataclass
+class Variant:
+    """One way to run a cell's network or layer: a policy, and for auto the pinned choices."""
+
+    name: str
+    policy: str
+    tuning: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "policy": self.policy, **({"tuning": self.tuning} if self.tuning else {})}
+
+
+@dataclass
+class Cell:
+    """One count_cell.py process: a network or a layer at one batch size, and its variants."""
+
+    label: str
+    args: list[str]
+    batch: int
+    variants: list[Variant]
+    flops_per_pass: float
+    """Direct-convolution (and FC, pooling) FLOPs of one pass: how many passes to count (cell_passes)."""
+
+
+@dataclass
+class Measured:
+    variant: str
+    insns_per_image: float
+    totals: tuple[int, ...]
+    between_forks: float
+    spread: float
+    record: dict[str, Any]
+    passes: tuple[int, int] = (0, 1)
+
+
+def counting_env(env: PythonEnv) -> PythonEnv:
+    """env run by the host's qemu-user 7.2 (whose plugin API insn_count.py builds against) instead of
+    Debian 13's static QEMU of the smoke suite, which cannot load plugins."""
+    if env.target.qemu_binary is None:
+        raise ConfigurationError(f"--count counts guest instructions under QEMU: give an ARM target (--arch arm64 or "
+                                 f"armv7), not {env.target.name}")
+    return replace(env, qemu=env.target.qemu_binary)
+
+
+class CellRunner:
+    """Runs cells under the plugin; keeps every cell's counts in a cache file to resume from."""
+
+    def __init__(self, env: PythonEnv, site: Path, work: Path, settings: Settings, options: CountOptions,
+                 identity: Mapping[str, str], log_path: Path,
+                 run: Callable[..., Any] = run_counted) -> None:
+        self.env, self.site, self.work, self.settings, self.options = counting_env(env), site, work, settings, options
+        self.identity = dict(identity)
+        self.log_path = log_path
+        work.mkdir(parents=True, exist_ok=True)
+        self.cache_path = work / "count-cells.json"
+        self.cache: dict[str, Any] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        self._run = run
+        self.script_digest = hashlib.sha256(b"".join(
+            (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py"))
+        ).hexdigest()[:16]
+
+    def environment(self) -> dict[str, str]:
+        return self.env.environment({"PYTHONPATH": str(self.site), **CELL_ENV})
+
+    def key(self, cell: Cell) -> str:
+        text = json.dumps([self.identity, self.script_digest, cell.args, [v.to_json() for v in cell.variants],
+                           CELL_ENV, self.passes(cell), self.options.warmup, self.options.inline], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def passes(self, cell: Cell) -> tuple[int, int]:
+        return cell_passes(cell.flops_per_pass, self.options.min_increment)
+
+    def run_cell(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Any]:
+        """The cell's raw result: every process's total, the RESULT records, the run time."""
+        key = self.key(cell)
+        if use_cache and key in self.cache:
+            return {**self.cache[key], "cached": True}
+        variants = self.work / "count-variants.json"  # one fixed path: the command line is alike run to run
+        variants.write_text(json.dumps([v.to_json() for v in cell.variants], indent=1) + "\n")
+        argv = [*self.env.argv, SCRIPTS / "count_cell.py", *cell.args, "--variants", variants,
+                "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.passes(cell)))]
+        started = time.monotonic()
+        counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work, timeout=self.options.timeout,
+                            inline=self.options.inline, log_path=self.log_path)
+        records = [json.loads(line[len("RESULT "):]) for line in counted.stdout.splitlines()
+                   if line.startswith("RESULT ")]
+        entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1, "passes": self.passes(cell),
+                 "seconds": round(time.monotonic() - started, 1), "records": records}
+        if use_cache:
+            self.cache[key] = entry
+            atomic_write_text(self.cache_path, json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
+        return {**entry, "cached": False}
+
+    def measure(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Measured]:
+        """Per variant: instructions per image, from its four forks."""
+        raw = self.run_cell(cell, use_cache=use_cache)
+        totals = raw["totals"]
+        want = FORKS * len(cell.variants) + 1  # per variant its forks and the variant's child, then the cell
+        by_variant = {r["variant"]: r for r in raw["records"] if r.get("kind") == "count"}
+        if len(totals) != want or len(by_variant) != len(cell.variants):
+            raise VerificationError(f"count cell '{cell.label}' gave {len(totals)} instruction totals and "
+                                    f"{len(by_variant)} variant records, expected {want} and {len(cell.variants)}",
+                                    log_path=self.log_path)
+        if raw.get("threads", 1) != 1:
+            raise VerificationError(f"count cell '{cell.label}' ran {raw['threads']} guest threads: counts need one "
+                                    "(a thread's spin-waits differ run to run, and QEMU 7.2 aborts when a forked child "
+                                    "of a threaded process starts a thread); see the environment CELL_ENV sets",
+                                    log_path=self.log_path)
+        k1, k2 = self.passes(cell)
+        measured = {}
+        for index, variant in enumerate(cell.variants):
+            forks = tuple(totals[FORKS * index + 1:FORKS * index + 5])  # the first fork is not counted
+            counts = fork_counts(forks, k1, k2, cell.batch)
+            measured[variant.name] = Measured(variant.name, counts.insns_per_image, forks, counts.between_forks,
+                                              counts.spread, by_variant[variant.name], (k1, k2))
+        state = ("cached, " if raw["cached"] else f"{raw['seconds']:.0f} s, ") + f"K2 = {k2}"
+        log.info(f"{cell.label} ({state}): " + ", ".join(f"{m.variant} {m.insns_per_image / 1e6:,.2f} M"
+                                                          for m in measured.values()))
+        for m in measured.values():
+            if m.spread > REPEAT_TOLERANCE:
+                raise VerificationError(f"{cell.label}: {m.variant}: two counts of the same passes differ by "
+                                        f"{m.spread:.3%} (limit {REPEAT_TOLERANCE:.1%}; totals {list(m.totals)})",
+                                        log_path=self.log_path)
+        return measured
+
+
+def choice_variant(shape: ConvShape, choice: str) -> Variant:
+    """MXNet (policy never), NNPACK always, or a pinned NNPACK choice (policy auto)."""
+    if choice == MXNET:
+        return Variant(MXNET, "never")
+    if choice == ALWAYS:
+        return Variant(ALWAYS, "always")
+    return Variant(choice, "auto", tuning_table([(shape, choice)]))
+
+
+def layer_variants(shape: ConvShape) -> list[str]:
+    """What a layer's cell counts: MXNet, and where NNPACK can run it NNPACK always and each choice."""
+    names = layer_choices(shape)
+    return [MXNET, ALWAYS, *names[1:]] if len(names) > 1 else names
+
+
+def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None) -> Cell:
+    names = list(choices) if choices is not None else layer_variants(shape)
+    return Cell(f"layer {shape.describe()} batch {shape.batch}",
+                ["--layer", json.dumps(shape.cell_spec(), separators=(",", ":"))], shape.batch,
+                [choice_variant(shape, name) for name in names], shape.flops_per_image * shape.batch)
+
+
+def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> Cell:
+    """never and always, and auto with the `auto` table when given."""
+    variants = [Variant(MXNET, "never"), Variant(ALWAYS, "always")]
+    if auto is not None:
+        variants.append(Variant(AUTO, "auto", auto))
+    return Cell(f"{network} batch {batch}", ["--models", str(models), "--network", network, "--batch", str(batch)],
+                batch, variants, network_flops_per_image(network) * batch)
+
+
+def check_layer_record(choice: str, record: Mapping[str, Any], label: str) -> str | None:
+    """What is wrong with a layer variant's record: NNPACK's call counter must show the choice ran."""
+    calls = record.get("nnpack_conv_calls_per_pass")
+    if choice == MXNET and calls != 0:
+        return f"{label}: MXNet's own code was asked for, but NNPACK ran {calls} convolutions per pass"
+    if choice != MXNET and calls != 1:
+        return f"{label}: {choice}: NNPACK ran {calls} convolutions per pass, not 1"
+    if choice.endswith(" precompute") and not record.get("transforms"):
+        return f"{label}: {choice}: no precomputed kernel transform was held"
+    return None

@@ -1,0 +1,456 @@
+"""invoke bench --count (issue 14): instructions per image from two pass counts, FLOP per
+instruction, the auto policy's choice from counts, the cells' pinned choices, and, with a real
+wheel under QEMU, that two runs agree within 0.1 %.
+
+The arithmetic's oracles are worked out by hand in each test, not by the code under test."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import MXNET_BUILD_HOME
+from nnpack_toolchain import bench_count, count_layers, count_runner
+from nnpack_toolchain.count_layers import (ALWAYS, AUTO, MXNET, ConvShape, auto_choice, conv_layers, flop_per_insn,
+                                           fork_counts, layer_choices, nnpack_rejects, relative_difference,
+                                           tuning_table)
+from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
+from nnpack_toolchain.check_model import ReasonCode, check_model
+from nnpack_toolchain.distros import DISTRIBUTIONS
+from nnpack_toolchain.errors import ConfigurationError, VerificationError
+from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.target_env import PythonEnv
+from nnpack_toolchain.targets import TARGETS
+
+SMALL = ConvShape(batch=1, in_c=16, in_h=16, in_w=16, out_c=16, kernel=(3, 3), pad=(1, 1))
+"""The small layer of the QEMU test: 3x3, 16 -> 16 channels on 16x16, padded (output 16x16)."""
+
+
+def render(table) -> str:
+    console = Console(width=250, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+# Arithmetic ---------------------------------------------------------------------------------------
+
+
+def test_per_image_comes_from_four_forks() -> None:
+    # g_i = A + i*d + W(K_i) with K = 1, 3, 1, 3; A = 1,000,000, d = 10 (the parent between forks),
+    # W(1) = 300,000, W(3) = 900,000: 600,000 for 2 more passes of 8 images = 37,500 per image
+    g = [1_300_000, 1_900_010, 1_300_020, 1_900_030]
+    counts = fork_counts(g, 1, 3, 8)
+    assert counts.insns_per_image == 37_500 and counts.between_forks == 10 and counts.spread == 0
+    # K = 0, 1, 0, 1 at batch 1, d = 26,594: the per-pass work straight
+    assert fork_counts([6_055_254_942, 6_055_895_789, 6_055_281_536, 6_055_922_383], 0, 1, 1).insns_per_image == \
+        640_847 - 26_594 / 2 == 627_550
+    # the two increments g1 - g0 = 600,010 and g3 - g2 = 600,610 differ by 600: 0.1 % of the 600,300 of work
+    uneven = fork_counts([1_300_000, 1_900_010, 1_300_020, 1_900_630], 1, 3, 1)
+    assert uneven.between_forks == 160 and uneven.insns_per_image == (600_310 - 160) / 2
+    assert uneven.spread == pytest.approx(600 / 600_150)
+
+
+def test_forks_without_more_work_are_an_error() -> None:
+    with pytest.raises(VerificationError, match="counted no more instructions"):
+        fork_counts([1_000, 1_000, 1_000, 1_000], 0, 1, 1)
+    with pytest.raises(ConfigurationError, match="must grow"):
+        fork_counts([1, 2, 3, 4], 2, 2, 1)
+    with pytest.raises(VerificationError, match="4 counted forks"):
+        fork_counts([1, 2, 3], 0, 1, 1)
+
+
+def test_direct_flops_per_image_and_flop_per_instruction() -> None:
+    # 2 * K * C * R * S * P * Q = 2 * 16 * 16 * 3 * 3 * 16 * 16 = 1,179,648
+    assert SMALL.flops_per_image == 1_179_648
+    assert flop_per_insn(1_179_648, 147_456) == 8.0  # exactly the NEON limit
+    assert flop_per_insn(1_179_648, 0) is None and flop_per_insn(1_179_648, None) is None
+    # batch does not change per-image FLOPs; a 7x7/2 conv 3 -> 64 on 224 (pad 3): output 112x112
+    conv0 = ConvShape(batch=8, in_c=3, in_h=224, in_w=224, out_c=64, kernel=(7, 7), stride=(2, 2), pad=(3, 3))
+    assert conv0.out_hw == (112, 112)
+    assert conv0.flops_per_image == 2 * 64 * 3 * 49 * 112 * 112 == 236_027_904
+    # depthwise: C / groups = 1 input channel per filter; 3x3/2 on 112 (pad 1) -> 56
+    dw = ConvShape(batch=1, in_c=64, in_h=112, in_w=112, out_c=64, kernel=(3, 3), stride=(2, 2), pad=(1, 1), groups=64)
+    assert dw.flops_per_image == 2 * 64 * 1 * 9 * 56 * 56 == 3_612_672
+
+
+def test_auto_chooses_the_fewest_instructions_but_never_the_always_policy() -> None:
+    counts = {MXNET: 100.0, ALWAYS: 10.0, "NNPACK wt8x8": 50.0, "NNPACK wt8x8 precompute": 40.0}
+    assert auto_choice(counts) == "NNPACK wt8x8 precompute"
+    assert auto_choice({MXNET: 5.0, "NNPACK ft8x8": 5.0}) == MXNET  # a tie keeps the first (MXNet's own)
+    assert auto_choice({MXNET: 30.0, "NNPACK ft8x8": 29.0, "NNPACK ft16x16": 31.0}) == "NNPACK ft8x8"
+    with pytest.raises(ConfigurationError):
+        auto_choice({ALWAYS: 1.0})
+
+
+def test_every_forked_childs_total_is_kept_in_order() -> None:
+    from nnpack_toolchain.insn_count import all_totals, parse_counts
+
+    text = ("cpu 0 insns: 7\ntotal insns: 7\ncpu 0 insns: 9\ntotal insns: 9\n"
+            "cpu 0 insns: 5\ncpu 1 insns: 6\ntotal insns: 11\n")
+    assert all_totals(text) == (7, 9, 11) and parse_counts(text) == (11, {0: 5, 1: 6})
+    assert all_totals("insns: 3\ninsns: 4\n") == (3, 4)  # inline=on
+
+
+def test_small_cells_count_more_passes() -> None:
+    # K2 * FLOPs / 16 >= 2e7: a 231 MFLOP layer needs 2 passes (1.38), a network 1, SMALL the cap of 64 (272)
+    assert count_layers.cell_passes(231_211_008) == (0, 2)
+    assert count_layers.cell_passes(3.6e9) == (0, 1)
+    assert count_layers.cell_passes(SMALL.flops_per_image) == (0, 64)
+    assert count_layers.cell_passes(0) == (0, 64)
+
+
+def test_relative_difference() -> None:
+    assert relative_difference(1000, 1001) == pytest.approx(1 / 1001)
+    assert relative_difference(0, 0) == 0
+
+
+# Choices, pinning --------------------------------------------------------------------------------
+
+
+def test_choices_follow_the_patch() -> None:
+    pre = " precompute"
+    assert layer_choices(SMALL) == [MXNET, *(f"NNPACK {a}{p}" for a in ("wt8x8", "ft8x8", "ft16x16", "implicit-gemm")
+                                             for p in ("", pre))]
+    batch8 = ConvShape(batch=8, in_c=16, in_h=16, in_w=16, out_c=16, kernel=(3, 3), pad=(1, 1))
+    assert layer_choices(batch8) == [MXNET, "NNPACK wt8x8", "NNPACK ft8x8", "NNPACK ft16x16"]
+    one = ConvShape(batch=1, in_c=64, in_h=56, in_w=56, out_c=64, kernel=(1, 1))
+    assert layer_choices(one) == [MXNET, "NNPACK ft8x8", "NNPACK ft8x8 precompute", "NNPACK ft16x16",
+                                  "NNPACK ft16x16 precompute", "NNPACK implicit-gemm",
+                                  "NNPACK implicit-gemm precompute", "NNPACK direct"]
+    strided = ConvShape(batch=1, in_c=3, in_h=224, in_w=224, out_c=96, kernel=(11, 11), stride=(4, 4))
+    assert layer_choices(strided) == [MXNET, "NNPACK implicit-gemm", "NNPACK implicit-gemm precompute"]
+    assert layer_choices(ConvShape(batch=8, in_c=3, in_h=224, in_w=224, out_c=96, kernel=(11, 11),
+                                   stride=(4, 4))) == [MXNET]
+    depthwise = ConvShape(batch=1, in_c=32, in_h=112, in_w=112, out_c=32, kernel=(3, 3), pad=(1, 1), groups=32)
+    assert nnpack_rejects(depthwise) == "num_group 32" and layer_choices(depthwise) == [MXNET]
+
+
+def test_a_pin_is_keyed_like_the_patch() -> None:
+    # Patch 0007's PlanKey for a Convolution: batch, in_c, in_h, in_w, out_c, k_h, k_w, s_h, s_w, p_h, p_w;
+    # transforms 1 for batch-1 graph nodes (a bound executor).
+    table = tuning_table([(SMALL, "NNPACK ft8x8 precompute")])
+    assert table == {"format": "mxnet-nnpack-tuning", "version": 1, "plans": [
+        {"layer": "Convolution", "shape": [1, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1], "transforms": 1,
+         "choice": "NNPACK ft8x8 precompute"}]}
+    batch8 = ConvShape(batch=8, in_c=16, in_h=16, in_w=16, out_c=16, kernel=(3, 3), pad=(1, 1))
+    assert tuning_table([(batch8, MXNET)])["plans"][0]["transforms"] == 0
+
+
+def test_layer_cells_force_a_choice_by_policy_or_pin() -> None:
+    cell = layer_cell(SMALL)
+    assert [v.name for v in cell.variants] == [MXNET, ALWAYS, *layer_choices(SMALL)[1:]]
+    never, always, pinned = cell.variants[:3]
+    assert (never.policy, never.tuning, always.policy, always.tuning) == ("never", None, "always", None)
+    assert pinned.policy == "auto" and [p["choice"] for p in pinned.tuning["plans"]] == ["NNPACK wt8x8"]
+    assert pinned.to_json()["tuning"]["plans"][0]["shape"] == [1, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1]
+    assert json.loads(cell.args[1]) == {"input": [1, 16, 16, 16], "num_filter": 16, "kernel": [3, 3],
+                                        "stride": [1, 1], "pad": [1, 1], "no_bias": False}
+    depthwise = ConvShape(batch=1, in_c=32, in_h=112, in_w=112, out_c=32, kernel=(3, 3), pad=(1, 1), groups=32)
+    assert [v.name for v in layer_cell(depthwise).variants] == [MXNET]  # nothing else can run it
+    assert count_runner.CELL_ENV["MXNET_ENFORCE_DETERMINISM"] == "1"  # pinned auto never times anything
+
+
+def test_layer_records_must_show_the_choice_ran() -> None:
+    check = count_runner.check_layer_record
+    assert check(MXNET, {"nnpack_conv_calls_per_pass": 0}, "x") is None
+    assert "NNPACK ran 1" in check(MXNET, {"nnpack_conv_calls_per_pass": 1}, "x")
+    assert check("NNPACK wt8x8", {"nnpack_conv_calls_per_pass": 1}, "x") is None
+    problem = check(ALWAYS, {"nnpack_conv_calls_per_pass": 0}, "x")
+    assert "NNPACK always: NNPACK ran 0 convolutions per pass, not 1" in problem
+    assert "no precomputed kernel transform" in check("NNPACK wt8x8 precompute",
+                                                      {"nnpack_conv_calls_per_pass": 1, "transforms": 0}, "x")
+
+
+# Zoo layers ----------------------------------------------------------------------------------------
+
+
+def test_resnet18_layers_come_with_their_input_shapes() -> None:
+    layers = conv_layers("resnet18", 1)
+    assert [layer.name for layer in layers[:3]] == ["conv0", "stage1_unit1_conv1", "stage1_unit1_conv2"]
+    assert layers[0].shape == ConvShape(batch=1, in_c=3, in_h=224, in_w=224, out_c=64, kernel=(7, 7), stride=(2, 2),
+                                        pad=(3, 3), no_bias=True)
+    assert layers[1].shape == ConvShape(batch=1, in_c=64, in_h=56, in_w=56, out_c=64, kernel=(3, 3), pad=(1, 1),
+                                        no_bias=True)
+    # conv0, 16 3x3 and a 1x1 shortcut per stage; distinct: conv0, 2 shapes in stage 1, 3 in each later one
+    assert len(layers) == 21 and len({layer.shape for layer in layers}) == 12
+
+
+def test_mobilenet_is_in_the_zoo_and_its_depthwise_layers_are_not_for_nnpack() -> None:
+    report = check_model("zoo:mobilenet")
+    assert report.output_shapes == [(1, 1000)]
+    convs = [layer for layer in report.layers if layer.op == "Convolution"]
+    assert len(convs) == 27  # conv_1 + 13 x (depthwise + pointwise)
+    depthwise = [layer for layer in convs if "_dw_" in layer.name]
+    assert len(depthwise) == 13
+    assert all(layer.decision().codes == (ReasonCode.GROUPED,) for layer in depthwise)
+    assert all(layer.decision().eligible for layer in convs if layer not in depthwise)
+    # 1.0 MobileNet-224: 569 M multiply-adds in its convolutions and the classifier
+    assert sum(layer.flops for layer in report.layers if layer.op != "Pooling") // 2 == pytest.approx(569e6, rel=0.01)
+    shapes = {layer.name: layer.shape for layer in conv_layers("mobilenet", 1)}
+    assert layer_choices(shapes["conv_2_dw_conv2d"]) == [MXNET]
+    assert shapes["conv_14_conv2d"].kernel == (1, 1) and shapes["conv_14_conv2d"].in_h == 7
+
+
+# Host side with a fake QEMU ------------------------------------------------------------------------
+
+
+@dataclass
+class FakeCounted:
+    total: int
+    per_vcpu: dict[int, int] = field(default_factory=dict)
+    stdout: str = ""
+    stderr: str = ""
+    totals: tuple[int, ...] = ()
+
+
+PER_PASS = {MXNET: 3.0, ALWAYS: 2.0, "NNPACK wt8x8": 1.0, "NNPACK wt8x8 precompute": 0.5}
+"""Fake instructions per direct FLOP by choice (other NNPACK choices: 1.5)."""
+START, BETWEEN = 6_000_000_000, 26_594
+"""Fake start-up (different in every run, as the real one) and instructions between two forks."""
+
+
+class FakeQemu:
+    """Stands in for insn_count.run_counted: the totals count_cell.py's forks would print."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+
+    def variant_work(self, args: list[str], variant: dict) -> tuple[float, int, int]:
+        """Per-pass instructions, NNPACK convolutions per pass and transforms held."""
+        value = lambda flag: args[args.index(flag) + 1] if flag in args else None  # noqa: E731
+        policy = variant["policy"]
+        pinned = {tuple(p["shape"]): p["choice"] for p in (variant.get("tuning") or {"plans": []})["plans"]}
+        if value("--layer"):
+            spec = json.loads(value("--layer"))
+            shapes = [ConvShape(batch=spec["input"][0], in_c=spec["input"][1], in_h=spec["input"][2],
+                                in_w=spec["input"][3], out_c=spec["num_filter"], kernel=tuple(spec["kernel"]),
+                                stride=tuple(spec["stride"]), pad=tuple(spec["pad"]), no_bias=spec["no_bias"],
+                                groups=spec.get("num_group", 1))]
+        else:
+            shapes = [layer.shape for layer in conv_layers(value("--network"), int(value("--batch")))]
+        work, calls, transforms = 0.0, 0, 0
+        for shape in shapes:
+            eligible = nnpack_rejects(shape) is None
+            choice = {"never": MXNET, "always": ALWAYS if eligible else MXNET}.get(policy) or \
+                pinned.get(tuple(shape.plan_shape()), MXNET)
+            work += shape.flops_per_image * shape.batch * PER_PASS.get(choice, 1.5)
+            calls += choice != MXNET
+            transforms += choice.endswith(" precompute")
+        return work, calls, transforms
+
+    def __call__(self, argv, settings, *, env, cwd, timeout, inline, log_path):
+        args = [str(a) for a in argv]
+        self.calls.append(args)
+        self.envs.append(dict(env))
+        k1, k2 = map(int, args[args.index("--passes") + 1].split(","))
+        variants = json.loads(Path(args[args.index("--variants") + 1]).read_text())
+        total = START + 1_000 * len(self.calls)  # start-up differs from run to run
+        totals, lines = [], []
+        for variant in variants:
+            total += 10_000_000  # the variant's child: set-up and warm-up
+            work, calls, transforms = self.variant_work(args, variant)
+            for i, passes in enumerate((k1, k1, k2, k1, k2)):  # an uncounted fork, then K1, K2, K1, K2
+                totals.append(int(total + i * BETWEEN + 12_345 + passes * work))
+            totals.append(total + 5 * BETWEEN + 999)
+            lines.append("RESULT " + json.dumps({"kind": "count", "variant": variant["name"],
+                                                 "nnpack_conv_calls_per_pass": calls, "transforms": transforms}))
+        totals.append(total + 777)
+        return FakeCounted(totals[-1], {0: totals[-1]}, "\n".join(lines) + "\n", "", tuple(totals))
+
+
+STATIC_QEMU = "/home/tools/qemu-trixie-10.0.13/usr/bin/qemu-aarch64"
+"""What python_env() gives an ARM Python: Debian 13's static QEMU 10, which cannot load the insn plugin."""
+
+
+def fake_env(tmp_path: Path, target: str = "arm64") -> PythonEnv:
+    return PythonEnv(TARGETS[target], DISTRIBUTIONS["debian12"], tmp_path / "root", tmp_path / "root/python3.11",
+                     qemu=STATIC_QEMU.replace("aarch64", TARGETS[target].qemu_binary.removeprefix("qemu-")))
+
+
+def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache(tmp_path: Path) -> None:
+    qemu = FakeQemu()
+    options = CountOptions(min_increment=2 * 1_179_648 / 16)  # K2 = 2 passes of SMALL
+
+    def runner(wheel: str) -> CellRunner:
+        return CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path), options,
+                          {"wheel_sha256": wheel}, tmp_path / "log", qemu)
+
+    cell = layer_cell(SMALL, [MXNET, "NNPACK wt8x8"])
+    measured = runner("abc").measure(cell)
+    assert runner("abc").passes(cell) == (0, 2)
+    # per pass 1,179,648 FLOPs x 3.0 (MXNet) and x 1.0 (wt8x8), batch 1
+    assert measured[MXNET].insns_per_image == 3 * 1_179_648 and measured["NNPACK wt8x8"].insns_per_image == 1_179_648
+    assert measured[MXNET].between_forks == BETWEEN and measured[MXNET].spread == 0
+    (argv,) = qemu.calls
+    # the host's qemu-aarch64 (7.2, the plugin's API), not the static QEMU 10 the env came with
+    assert argv[:4] == ["qemu-aarch64", "-L", str(tmp_path / "root"), str(tmp_path / "root/python3.11")]
+    assert argv[4].endswith("count_cell.py") and argv[5] == "--layer"
+    assert argv[-6:] == ["--variants", str(tmp_path / "work" / "count-variants.json"), "--warmup", "2",
+                         "--passes", "0,2"]
+    env = qemu.envs[0]
+    assert env["MXNET_ENGINE_TYPE"] == "NaiveEngine" and env["OMP_NUM_THREADS"] == "1"
+    assert env["MXNET_CPU_NNPACK_NTHREADS"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["MXNET_ENFORCE_DETERMINISM"] == "1" and env["PYTHONPATH"] == str(tmp_path / "site")
+    assert runner("abc").run_cell(cell)["cached"] and len(qemu.calls) == 1  # a new runner finds it on disk
+    assert not runner("def").run_cell(cell)["cached"] and len(qemu.calls) == 2  # another wheel: counted again
+
+
+def test_cells_run_under_the_hosts_qemu_not_the_static_one(tmp_path: Path) -> None:
+    for target, binary in (("arm64", "qemu-aarch64"), ("armv7", "qemu-arm")):
+        env = fake_env(tmp_path, target)
+        assert env.argv[0].startswith("/home/tools/qemu-trixie")
+        counting = count_runner.counting_env(env)
+        assert counting.argv[0] == binary and counting.argv[1:] == env.argv[1:]
+    with pytest.raises(ConfigurationError, match="give an ARM target"):
+        count_runner.counting_env(PythonEnv(TARGETS["x86_64"], DISTRIBUTIONS["debian12"], tmp_path, tmp_path / "py"))
+
+
+def test_a_cell_with_a_second_guest_thread_is_refused(tmp_path: Path) -> None:
+    class Threaded(FakeQemu):  # the cell's process printed two vCPUs: a thread ran
+        def __call__(self, argv, settings, **kwargs):
+            counted = super().__call__(argv, settings, **kwargs)
+            return FakeCounted(counted.total, {0: counted.total - 5, 1: 5}, counted.stdout, "", counted.totals)
+
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path, Settings(home=tmp_path), CountOptions(),
+                        {"wheel_sha256": "abc"}, tmp_path / "log", Threaded())
+    with pytest.raises(VerificationError, match=r"ran 2 guest threads: counts need one"):
+        runner.measure(layer_cell(SMALL, [MXNET]))
+
+
+def test_forks_that_disagree_or_are_missing_are_refused(tmp_path: Path) -> None:
+    class Drifting(FakeQemu):
+        def __call__(self, argv, settings, **kwargs):
+            counted = super().__call__(argv, settings, **kwargs)
+            totals = list(counted.totals)
+            totals[4] += 5_000  # the second K2 fork of the first variant did more
+            return FakeCounted(counted.total, counted.per_vcpu, counted.stdout, "", tuple(totals))
+
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path, Settings(home=tmp_path),
+                        CountOptions(min_increment=1), {"wheel_sha256": "abc"}, tmp_path / "log", Drifting())
+    with pytest.raises(VerificationError, match=r"MXNet: two counts of the same passes differ by 0\.141%"):
+        runner.measure(layer_cell(SMALL, [MXNET]))  # 5,000 of 3 x 1,179,648 per pass
+
+    class Short(FakeQemu):
+        def __call__(self, argv, settings, **kwargs):
+            counted = super().__call__(argv, settings, **kwargs)
+            return FakeCounted(counted.total, counted.per_vcpu, counted.stdout, "", counted.totals[3:])
+
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "w2", Settings(home=tmp_path),
+                        CountOptions(), {"wheel_sha256": "abc"}, tmp_path / "log", Short())
+    with pytest.raises(VerificationError, match=r"gave 10 instruction totals and 2 variant records, expected 13 and 2"):
+        runner.measure(layer_cell(SMALL, [MXNET, ALWAYS]))
+
+
+def test_run_count_end_to_end_with_a_fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+    qemu = FakeQemu()
+    results = bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
+                                    Path("mxnet.whl"), "abc", CountOptions(networks=("resnet18",), batches=(1,)),
+                                    tmp_path / "bench", tmp_path / "log", qemu)
+    (row,) = results["networks"]
+    flops = sum(layer.shape.flops_per_image for layer in conv_layers("resnet18", 1))
+    # never: 3 per FLOP everywhere; auto: the cheapest per layer (wt8x8 precompute, 0.5, on 3x3/1 layers;
+    # 1.5 for any other NNPACK choice beats MXNet's 3 on the rest)
+    assert row["insns_per_image"][MXNET] == pytest.approx(3.0 * flops)
+    auto = sum(layer.shape.flops_per_image * (0.5 if layer.shape.kernel == (3, 3) and layer.shape.stride == (1, 1)
+                                              else 1.5) for layer in conv_layers("resnet18", 1))
+    assert row["insns_per_image"][AUTO] == pytest.approx(auto)
+    assert row["auto_choices"]["stage1_unit1_conv1"] == "NNPACK wt8x8 precompute"
+    assert row["auto_choices"]["conv0"] == "NNPACK implicit-gemm"  # first of the 1.5s
+    conv0 = results["layers"][0]
+    assert conv0["flop_per_insn"][MXNET] == pytest.approx(1 / 3)
+    assert row["transforms"] == {"pinned": 13, "held": 13}  # the 3x3/1 layers: 4 in stage 1, 3 in each later one
+    # one process per distinct shape (12), one for the network, and the network's again (the repeat)
+    assert len(qemu.calls) == 12 + 1 + 1
+    assert results["repeat"]["largest_difference"] == 0 and results["repeat"]["cell"] == "resnet18 batch 1"
+    assert len(results["shapes"]) == 12 and len(results["layers"]) == 21
+    saved = json.loads(Path(results["json"]).read_text())
+    assert saved["networks"][0]["insns_per_image"] == row["insns_per_image"]
+    assert Path(results["json"]).name == "count-arm64.json"
+    assert [Path(p).name for p in results["plots"]] == ["count-arm64-networks.png", "count-arm64-layers.png"]
+    assert all(Path(p).stat().st_size > 10_000 for p in results["plots"])
+    text = render(bench_count.network_table(results))
+    row_text = next(line for line in text.splitlines() if "resnet18" in line)
+    assert f"{auto / (3.0 * flops):.2f}" in row_text and "0.67" in row_text  # auto / MXNet; always 2/3 of MXNet
+    assert "stage1_unit1_conv1" in render(bench_count.layer_table(results))
+
+
+def test_a_network_whose_calls_do_not_match_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+
+    class NoNNPACK(FakeQemu):
+        def __call__(self, argv, settings, **kwargs):
+            counted = super().__call__(argv, settings, **kwargs)
+            return FakeCounted(counted.total, stdout=re.sub(r'"nnpack_conv_calls_per_pass": \d+',
+                                                            '"nnpack_conv_calls_per_pass": 0', counted.stdout),
+                               totals=counted.totals)
+
+    with pytest.raises(VerificationError, match=r"alexnet batch 1: NNPACK always: NNPACK ran 0 convolutions per pass, "
+                                                r"expected 5"):
+        bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
+                              Path("mxnet.whl"), "abc", CountOptions(networks=("alexnet",), batches=(1,), layers=False),
+                              tmp_path / "bench", tmp_path / "log", NoNNPACK())
+
+
+def test_count_needs_an_emulated_target(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="give an ARM target"):
+        bench_count.run_count(TARGETS["x86_64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path,
+                              Path("w.whl"), "abc", CountOptions(), tmp_path, tmp_path / "log")
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="minimum increment"):
+        CountOptions(min_increment=-1)
+    with pytest.raises(ConfigurationError, match="at least 2 warm-up"):
+        CountOptions(warmup=1)
+
+
+# The real thing under QEMU ----------------------------------------------------------------------------
+
+
+def built_wheel(target: str) -> Path:
+    wheels = sorted((MXNET_BUILD_HOME / "out" / target / "wheel").glob("mxnet-*.whl"))
+    if not wheels:
+        pytest.skip(f"no {target} wheel in {MXNET_BUILD_HOME / 'out' / target / 'wheel'} "
+                    f"(build it with invoke build --arch {target})")
+    return wheels[-1]
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["arm64", "armv7"])
+def test_a_small_layer_counts_the_same_twice_under_qemu(target: str, build_settings: Settings,
+                                                        tmp_path: Path) -> None:
+    from nnpack_toolchain.sources import sha256_of
+    from nnpack_toolchain.target_env import python_env
+
+    wheel = built_wheel(target)
+    env = python_env(TARGETS[target], build_settings)
+    site = tmp_path / "site"
+    env.install_wheel(wheel, site, tmp_path / "pip.log")
+    runner = CellRunner(env, site, tmp_path / "work", build_settings, CountOptions(),
+                        {"wheel_sha256": sha256_of(wheel)}, tmp_path / "count.log")
+    assert env.argv[0] != TARGETS[target].qemu_binary  # python_env's static QEMU 10 installed the wheel ...
+    assert runner.env.argv[0] == TARGETS[target].qemu_binary  # ... the host's QEMU 7.2 (the plugin's) counts
+    cell = layer_cell(SMALL, [MXNET, ALWAYS])
+    first = runner.measure(cell)  # raises if its two K2-K1 increments differ by more than 0.1 %
+    raw = runner.run_cell(cell)
+    del runner.cache[runner.key(cell)]
+    again = runner.measure(cell)  # a second process
+    raw_again = runner.run_cell(cell)
+    print(f"{target}: {raw['seconds']} s and {raw_again['seconds']} s, K2 = {raw['passes'][1]}; first fork's totals "
+          f"{raw['totals'][0]} and {raw_again['totals'][0]} (start-up is not repeatable, the passes are)")
+    for choice in (MXNET, ALWAYS):
+        per_image, repeated = first[choice].insns_per_image, again[choice].insns_per_image
+        print(f"{target} {choice}: {per_image:.0f} and {repeated:.0f} instructions per image, "
+              f"{flop_per_insn(SMALL.flops_per_image, per_image):.2f} FLOP/insn, d = {first[choice].between_forks}")
+        assert per_image > 0 and relative_difference(per_image, repeated) <= count_layers.REPEAT_TOLERANCE
+        assert count_runner.check_layer_record(choice, first[choice].record, cell.label) is None, first[choice].record
+    # MXNet's im2col + GEMM is a direct method: at most 8 FLOP per 128-bit NEON instruction
+    assert flop_per_insn(SMALL.flops_per_image, first[MXNET].insns_per_image) <= count_layers.NEON_FLOP_PER_INSN
