@@ -306,3 +306,28 @@ def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1
         if results["thread_sweep"]:
             console.print(benchmark.sweep_table(results))
         console.out(f"bench [{target.name}]: {results['json']}  {results.get('plot', '')}")
+
+
+@task(help={"arch": "arm64 (default; instruction counts under QEMU) or x86_64 (outputs only)", "home": COMMON_HELP["home"],
+            "networks": "comma list of zoo networks (default resnet18; also alexnet, vgg16, inception-bn)",
+            "batches": "comma list of batch sizes (default 1)",
+            "passes": "K1,K2: forward passes of the counted forks (default 0,1; more for small networks)",
+            "no_count": "outputs only, no instruction counts",
+            "wheel": "the project's MXNet wheel to compare with on the target (default: the home's current one)"})
+@reports_errors
+def onnx_compare(c, arch="arm64", networks="resnet18", batches="1", passes="0,1", no_count=False, wheel=None,
+                 home=None, base=None):
+    """ONNX Runtime beside MXNet (issue 14): export with MXNet's exporter, run onnxruntime on the target,
+    check its outputs against MXNet's, count its guest instructions per image under QEMU."""
+    from nnpack_toolchain import onnx_compare as compare
+    from nnpack_toolchain.bench import parse_int_list
+
+    k1, k2 = (parse_int_list(passes, "--passes") + (0, 0))[:2]
+    options = compare.OnnxOptions(networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
+                                  batches=parse_int_list(batches, "--batches"), count=not no_count, passes=(k1, k2),
+                                  mxnet_wheel=Path(wheel) if wheel else None)
+    settings = make_settings(base=base, home=home)
+    for target in parse_targets(arch):
+        results = compare.run_onnx_compare(target, settings, options)
+        console.print(compare.table(results))
+        console.out(f"onnx-compare [{target.name}]: {results['json']}")
