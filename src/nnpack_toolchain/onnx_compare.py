@@ -73,6 +73,9 @@ TOLERANCE = 1e-4
 REPEAT_TOLERANCE = 1e-3
 """The two K2-K1 increments of one count (and two counts of one cell) must agree within 0.1 %."""
 COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
+                   "MXNET_ENFORCE_DETERMINISM": "1"}
+"""MXNet counted as `invoke bench --count` counts it: one thread, operators on the calling thread."""
 
 
 @dataclass
@@ -86,6 +89,9 @@ class OnnxOptions:
     mxnet_wheel: Path | None = None
     """The project's wheel for the target (MXNet on the same weights there); None: the home's current one, if any."""
     mxnet_on_target: bool = True
+    mxnet_count: tuple[str, ...] = ("never", "always")
+    """NNPACK policies whose MXNet instructions per image are counted beside ONNX Runtime's (same method, same
+    weights and input; needs the project's wheel; empty: none)."""
     symbols: dict[str, Path] = field(default_factory=dict)
     """Extra networks by name -> *-symbol.json (tests: a small net); zoo names need none."""
 
@@ -266,8 +272,26 @@ CPU_LINE = re.compile(r"^cpu (\d+) insns: \d+$", re.M)
 def count_onnxruntime(env: PythonEnv, site: Path, exported: Exported, settings: Settings, options: OnnxOptions,
                       log_path: Path) -> dict[str, Any]:
     """Guest instructions per image of ONNX Runtime on exported, single-threaded, under the host's QEMU 7.2."""
+    counts = _count(env, site, ["ort", "--model", exported.model], COUNT_ENV, exported, settings, options, log_path,
+                    "ONNX Runtime")
+    if counts["vcpus"] != [0]:
+        raise VerificationError(f"ONNX Runtime ran guest threads on vCPUs {counts['vcpus']}, not one thread",
+                                log_path=log_path)
+    return {**counts, "session": "intra_op_num_threads=1, inter_op_num_threads=1, ORT_SEQUENTIAL, default "
+                                 "optimisations"}
+
+
+def count_mxnet(env: PythonEnv, site: Path, symbol: Path, exported: Exported, policy: str, settings: Settings,
+                options: OnnxOptions, log_path: Path) -> dict[str, Any]:
+    """Guest instructions per image of the project's MXNet (NNPACK policy `policy`) on the same weights and input."""
+    return _count(env, site, ["mxnet", "--symbol", symbol, "--policies", policy], MXNET_COUNT_ENV, exported, settings,
+                  options, log_path, f"MXNet ({policy})")
+
+
+def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Mapping[str, str], exported: Exported,
+           settings: Settings, options: OnnxOptions, log_path: Path, what: str) -> dict[str, Any]:
     counting = replace(env, qemu=env.target.qemu_binary)  # the host's qemu-<arch>: it loads the insn plugin
-    command = [*counting.argv, SCRIPTS / "onnx_cell.py", "ort", "--model", exported.model, "--input", exported.input,
+    command = [*counting.argv, SCRIPTS / "onnx_cell.py", *args, "--input", exported.input,
                "--count", ",".join(map(str, options.passes)), "--warmup", str(options.warmup)]
     plugin = insn_count.ensure_insn_plugin(settings)
     begin = time.monotonic()
@@ -275,7 +299,7 @@ def count_onnxruntime(env: PythonEnv, site: Path, exported: Exported, settings: 
         qemu_log = Path(tmp) / "qemu.log"
         argv = insn_count.counted_argv(command, plugin, qemu_log)
         try:
-            proc = subprocess.run(argv, env=counting.environment({"PYTHONPATH": str(site), **COUNT_ENV}),
+            proc = subprocess.run(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
                                   capture_output=True, text=True, errors="replace", timeout=7200,
                                   stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
@@ -286,16 +310,13 @@ def count_onnxruntime(env: PythonEnv, site: Path, exported: Exported, settings: 
                      f"# QEMU log:\n{plugin_out}")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerificationError(f"counting ONNX Runtime under {argv[0]} failed: {last}", log_path=log_path)
+        raise VerificationError(f"counting {what} under {argv[0]} failed: {last}", log_path=log_path)
     totals = [int(m.group(1)) for m in insn_count.TOTAL.finditer(plugin_out)]
     counts = per_image(totals, options.passes, int(exported.record["batch"]))
     vcpus = sorted({int(m.group(1)) for m in CPU_LINE.finditer(plugin_out)})
-    if vcpus != [0]:
-        raise VerificationError(f"ONNX Runtime ran guest threads on vCPUs {vcpus}, not one thread", log_path=log_path)
-    [record] = [r for r in parse_records(proc.stdout) if r["kind"] == "ort-count"]
-    return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": argv[0], "single_threaded": True,
-            "onnxruntime": record["onnxruntime"], "numpy": record["numpy"], "environment": COUNT_ENV,
-            "session": "intra_op_num_threads=1, inter_op_num_threads=1, ORT_SEQUENTIAL, default optimisations"}
+    [record] = [r for r in parse_records(proc.stdout) if r["kind"].endswith("-count")]
+    return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": argv[0], "vcpus": vcpus,
+            "single_threaded": vcpus == [0], "environment": dict(extra_env), "script": record}
 
 
 # The whole comparison -------------------------------------------------------------------------
@@ -374,6 +395,11 @@ def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -
                                             log_path=step.log_path)
                 if emulated and options.count:
                     cell["count"] = count_onnxruntime(env, ort_site, exported, settings, options, step.log_path)
+                    if mx_site is not None and options.mxnet_count:
+                        symbol = symbol_file(network, options, symbols)
+                        cell["mxnet_count"] = {
+                            policy: count_mxnet(env, mx_site, symbol, exported, policy, settings, options, step.log_path)
+                            for policy in options.mxnet_count}
                 results["cells"].append(cell)
         finally:
             shutil.rmtree(symbols, ignore_errors=True)
@@ -388,14 +414,16 @@ def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -
 def table(results: dict[str, Any]) -> Table:
     table = Table(title=escape(f"ONNX Runtime beside MXNet [{results['target']}] ({ONNXRUNTIME}, single-threaded)"),
                   title_justify="left")
-    for column in ("network", "batch", "max rel. difference vs MXNet (logits)", "ORT instructions per image"):
+    for column in ("network", "batch", "ORT vs MXNet: max rel. difference", "instructions per image: ORT",
+                   "MXNet never", "NNPACK always", "ORT / MXNet never"):
         table.add_column(column)
     for cell in results["cells"]:
-        diffs = ", ".join(f"{label} {errs.get('logits', max(errs.values())):.1e}"
-                          for label, errs in cell["rel_err"].items())
-        count = cell.get("count")
+        diffs = f"{max(max(e.values()) for label, e in cell['rel_err'].items() if 'NNPACK' not in label):.1e}"
+        ort = cell.get("count", {}).get("per_image")
+        mxnet = {p: c["per_image"] for p, c in cell.get("mxnet_count", {}).items()}
         table.add_row(cell["network"], str(cell["batch"]), diffs,
-                      f"{count['per_image'] / 1e6:.1f} M" if count else "-")
+                      *(f"{n / 1e6:.1f} M" if n else "-" for n in (ort, mxnet.get("never"), mxnet.get("always"))),
+                      f"{ort / mxnet['never']:.2f}" if ort and mxnet.get("never") else "-")
     return table
 
 

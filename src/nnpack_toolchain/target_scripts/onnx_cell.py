@@ -9,6 +9,7 @@ the model with MXNet's exporter and the input as input.npy; this script runs it:
     python onnx_cell.py ort --model M.onnx --input input.npy --count 0,1         # counted forks
     python onnx_cell.py ort --model M.onnx --input input.npy --time --iterations 5 --threads 2
     python onnx_cell.py mxnet --symbol S.json --input input.npy --save mx.npz --policies never,always
+    python onnx_cell.py mxnet --symbol S.json --input input.npy --count 0,1 --policies never
 
 ONNX Runtime runs single-threaded unless --threads says otherwise (intra_op_num_threads = 1,
 inter_op_num_threads = 1, sequential execution), with its default graph optimisations (what a
@@ -64,6 +65,13 @@ def heads(symbol):
     return symbol, [f"output{i}" for i in range(len(symbol.list_outputs()))]
 
 
+def set_mxnet_policy(policy):
+    if policy != "default":
+        from nnpack_layers import set_policy  # the project's wheel: this script's directory
+
+        set_policy(policy)
+
+
 def run_mxnet(args):
     import mxnet as mx
     import numpy as np
@@ -76,11 +84,25 @@ def run_mxnet(args):
     executor = symbol.bind(mx.cpu(), args={k: mx.nd.array(v) for k, v in arrays.items()},
                            aux_states={k: mx.nd.array(v) for k, v in aux.items()}, grad_req="null")
     saved = {}
-    for policy in args.policies.split(","):
-        if policy != "default":
-            from nnpack_layers import set_policy  # the project's wheel: this script's directory
+    policies = args.policies.split(",")
+    if args.save is None:  # --count: one policy, warmed up, then the counted forks
+        if len(policies) != 1:
+            fail("--count takes one policy")
+        set_mxnet_policy(policies[0])
 
-            set_policy(policy)
+        def one_pass():
+            executor.forward(is_train=False)
+            executor.outputs[0].wait_to_read()
+
+        for _ in range(args.warmup):
+            one_pass()
+        mx.nd.waitall()
+        counted_forks(one_pass, args.count)
+        emit(kind="mxnet-count", mxnet=mx.__version__, policy=policies[0], passes=args.count, warmup=args.warmup,
+             batch=int(data.shape[0]), engine=os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"))
+        return
+    for policy in policies:
+        set_mxnet_policy(policy)
         executor.forward(is_train=False)
         for name, output in zip(names, executor.outputs):
             saved[f"{policy}:{name}"] = output.asnumpy()
@@ -139,12 +161,18 @@ def run_ort(args):
             samples.append(time.perf_counter() - begin)
         emit(kind="ort-time", seconds=sorted(samples)[len(samples) // 2], samples=samples, **info)
         return
-    k1, k2 = (int(k) for k in args.count.split(","))
+    counted_forks(lambda: sess.run(None, feed), args.count)
+    emit(kind="ort-count", passes=args.count, warmup=args.warmup, **info)
+
+
+def counted_forks(one_pass, counts):
+    """Fork children doing K1, K2, K1, K2 passes (after one uncounted fork), one after another."""
+    k1, k2 = (int(k) for k in counts.split(","))
 
     def passes(count):
         def work():
             for _ in range(count):
-                sess.run(None, feed)
+                one_pass()
         return work
 
     gc.collect()
@@ -153,7 +181,6 @@ def run_ort(args):
     for count in (k1, k1, k2, k1, k2):
         if not fork_and_wait(passes(count)):
             fail(f"a counted run of {count} passes failed")
-    emit(kind="ort-count", passes=[k1, k2], warmup=args.warmup, **info)
 
 
 def main():
