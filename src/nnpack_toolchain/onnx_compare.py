@@ -4,8 +4,9 @@
    target_scripts/bench_models.bind draws them, so the same weights and input as `invoke bench`
    and its instruction counts) goes through MXNet 1.9.1's own exporter, `mx.onnx.export_model`,
    natively on x86-64 in a venv of the host's Python with PyPI's mxnet 1.9.1 wheel and onnx
-   1.14.1 (`export_env`): MXNet 1.9.1's exporter uses `onnx.mapping`, which onnx 1.16 removed,
-   and it exports at the onnx package's own newest opset (19 for 1.14.1). The ONNX file does not
+   1.14.1 (`export_env`): MXNet 1.9.1's exporter uses `onnx.mapping.NP_TYPE_TO_TENSOR_TYPE`
+   (deprecated since onnx 1.13, still in 1.18; only 1.14.1 was tried) and exports at the onnx
+   package's own newest opset (19 for 1.14.1; onnxruntime 1.20.1 runs up to 21). The ONNX file does not
    depend on the machine. The exporter's own MXNet run gives the first reference output
    (target_scripts/onnx_export.py says what the export has to work around).
 2. ONNX Runtime on the target: PyPI's onnxruntime wheel for the target's Python (`pip download
@@ -64,8 +65,8 @@ ONNXRUNTIME = "onnxruntime==1.20.1"
 numpy >= 1.21.6 (Debian 12's 1.24, the venv's 1.23.5). No armv7 wheel on PyPI."""
 EXPORT_PACKAGES = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3", "onnx==1.14.1", "protobuf==7.36.2",
                    ONNXRUNTIME)
-"""The export venv: bench.PYPI_MXNET (numpy < 1.24 for mxnet's np.bool) + the newest onnx whose onnx.mapping
-MXNet 1.9.1's exporter still finds + the protobuf it was tested with + onnxruntime for the x86-64 runs."""
+"""The export venv: bench.PYPI_MXNET (numpy < 1.24 for mxnet's np.bool) + onnx 1.14.1 (what the exporter was
+tried with) + the protobuf it was tested with + onnxruntime for the x86-64 runs."""
 WHEEL_PLATFORMS = {"arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
                    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64")}
 TOLERANCE = 1e-4
