@@ -273,10 +273,12 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "count": "instead of timings: guest instructions per image under QEMU (ARM targets), single-threaded and "
                      "deterministic, per network, batch and policy (MXNet, NNPACK always, auto chosen from the counts) "
                      "and per convolution layer and NNPACK algorithm (--no-layers: networks only); resumes an "
-                     "interrupted run"})
+                     "interrupted run",
+            "onnxruntime": "x86-64: add an ONNX Runtime column (the networks exported with MXNet's own exporter, "
+                           "run by PyPI's onnxruntime in the PyPI column's venv)"})
 @reports_errors
 def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None, sweep="1,2,4", no_pypi=False,
-          no_layers=False, memory=False, no_timing=False, count=False, home=None, base=None):
+          no_layers=False, memory=False, no_timing=False, count=False, onnxruntime=False, home=None, base=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
     --memory: peak RSS and the auto policy's tuning cost per network, batch and policy;
     --count: guest instructions per image under QEMU, per network, policy, layer and algorithm."""
@@ -291,7 +293,7 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
         batches=benchmark.parse_int_list(batches, "--batches") if batches else default_batches,
         iterations=parse_count(iterations, "--iterations") or 3,
         thread_sweep=benchmark.parse_int_list(sweep, "--sweep"), pypi=not no_pypi, layers=not no_layers,
-        memory=memory, timing=not no_timing and not count, count=count,
+        memory=memory, timing=not no_timing and not count, count=count, onnxruntime=onnxruntime,
         **({"threads": parse_count(threads, "--threads")} if threads else {}))
     settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):
@@ -325,3 +327,28 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
         if results["thread_sweep"]:
             console.print(benchmark.sweep_table(results))
         console.out(f"bench [{target.name}]: {results['json']}  {results.get('plot', '')}")
+
+
+@task(help={"arch": "arm64 (default; instruction counts under QEMU) or x86_64 (outputs only)", "home": COMMON_HELP["home"],
+            "networks": "comma list of zoo networks (default resnet18; also alexnet, vgg16, inception-bn)",
+            "batches": "comma list of batch sizes (default 1)",
+            "passes": "K1,K2: forward passes of the counted forks (default 0,1; more for small networks)",
+            "no_count": "outputs only, no instruction counts",
+            "wheel": "the project's MXNet wheel to compare with on the target (default: the home's current one)"})
+@reports_errors
+def onnx_compare(c, arch="arm64", networks="resnet18", batches="1", passes="0,1", no_count=False, wheel=None,
+                 home=None, base=None):
+    """ONNX Runtime beside MXNet (issue 14): export with MXNet's exporter, run onnxruntime on the target,
+    check its outputs against MXNet's, count its guest instructions per image under QEMU."""
+    from nnpack_toolchain import onnx_compare as compare
+    from nnpack_toolchain.bench import parse_int_list
+
+    k1, k2 = (parse_int_list(passes, "--passes") + (0, 0))[:2]
+    options = compare.OnnxOptions(networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
+                                  batches=parse_int_list(batches, "--batches"), count=not no_count, passes=(k1, k2),
+                                  mxnet_wheel=Path(wheel) if wheel else None)
+    settings = make_settings(base=base, home=home)
+    for target in parse_targets(arch):
+        results = compare.run_onnx_compare(target, settings, options)
+        console.print(compare.table(results))
+        console.out(f"onnx-compare [{target.name}]: {results['json']}")

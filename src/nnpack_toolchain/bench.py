@@ -47,7 +47,7 @@ DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 PYPI_MXNET = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3")
 """The third column on x86-64: upstream's own 1.9.1 wheel (oneDNN), from PyPI; it needs numpy < 1.24 (np.bool)."""
 POLICY_LABELS = {"never": "MXNet (OpenBLAS)", "always": "NNPACK always", "auto": "NNPACK auto",
-                 "pypi": "PyPI mxnet (oneDNN)"}
+                 "pypi": "PyPI mxnet (oneDNN)", "onnxruntime": "ONNX Runtime (PyPI)"}
 POLICIES = ("never", "always", "auto")
 """MXNET_NNPACK_POLICY values compared in one process: off, on for every eligible layer, per-layer fastest."""
 
@@ -66,6 +66,8 @@ class BenchOptions:
     timing: bool = True
     count: bool = False
     """Guest instructions per image under QEMU, per network, batch, policy and convolution layer (bench_count)."""
+    onnxruntime: bool = False
+    """x86-64: an ONNX Runtime column (the networks exported with MXNet's exporter; onnx_compare.py)."""
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in MODELS]
@@ -215,6 +217,8 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                     for record in run_script(upstream, pypi_site, [*common, "--batches", batches, "--policies", "pypi"],
                                              {"OMP_NUM_THREADS": str(options.threads)}, step.log_path, "PyPI mxnet"):
                         merge_pypi(results["networks"], record)
+                if options.onnxruntime and target.name == "x86_64":
+                    add_onnxruntime_column(results, settings, options, step.log_path)
                 if options.layers:
                     results["auto_choices"] = []
                     results["layers"] = run_script(env, site, [*common, "--batches", "1", "--layers"], threads,
@@ -256,8 +260,18 @@ def merge_pypi(records: list[dict[str, Any]], pypi: dict[str, Any]) -> None:
             record["images_per_second"]["pypi"] = pypi["images_per_second"]["pypi"]
 
 
+def add_onnxruntime_column(results: dict[str, Any], settings: Settings, options: BenchOptions,
+                           log_path: Path) -> None:
+    """ONNX Runtime's images/sec beside the others (x86-64, the host's Python, intra-op threads = --threads)."""
+    from . import onnx_compare
+
+    for record in onnx_compare.timing_records(settings, options.networks, options.batches, options.iterations,
+                                              options.threads, log_path):
+        onnx_compare.merge_timing(results["networks"], record)
+
+
 def network_table(results: dict[str, Any]) -> Table:
-    policies = [p for p in (*POLICIES, "pypi") if any(p in r["images_per_second"] for r in results["networks"])]
+    policies = [p for p in (*POLICIES, "pypi", "onnxruntime") if any(p in r["images_per_second"] for r in results["networks"])]
     table = Table(title=escape(f"images/sec [{results['target']}] on {results['host_cpu']}, "
                                f"{results['threads']} threads"), title_justify="left")
     table.add_column("network")
@@ -337,7 +351,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     figure, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 4), squeeze=False)
     for axis, network in zip(axes[0], networks):
         rows = [r for r in results["networks"] if r["network"] == network]
-        for policy in (*POLICIES, "pypi"):
+        for policy in (*POLICIES, "pypi", "onnxruntime"):
             points = [(r["batch"], r["images_per_second"][policy]) for r in rows if policy in r["images_per_second"]]
             if points:
                 axis.plot(*zip(*points), marker="o", label=POLICY_LABELS[policy])

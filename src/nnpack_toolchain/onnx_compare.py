@@ -1,0 +1,459 @@
+"""ONNX Runtime beside MXNet (issue 14): what a user who gives up on MXNet gets from ONNX instead.
+
+1. Export: each zoo network (random weights drawn with a fixed seed exactly as
+   target_scripts/bench_models.bind draws them, so the same weights and input as `invoke bench`
+   and its instruction counts) goes through MXNet 1.9.1's own exporter, `mx.onnx.export_model`,
+   natively on x86-64 in a venv of the host's Python with PyPI's mxnet 1.9.1 wheel and onnx
+   1.14.1 (`export_env`): MXNet 1.9.1's exporter uses `onnx.mapping.NP_TYPE_TO_TENSOR_TYPE`
+   (deprecated since onnx 1.13, still in 1.18; only 1.14.1 was tried) and exports at the onnx
+   package's own newest opset (19 for 1.14.1; onnxruntime 1.20.1 runs up to 21). The ONNX file does not
+   depend on the machine. The exporter's own MXNet run gives the first reference output
+   (target_scripts/onnx_export.py says what the export has to work around).
+2. ONNX Runtime on the target: PyPI's onnxruntime wheel for the target's Python (`pip download
+   --platform ... --only-binary=:all:` on the host, then installed with the target Python's own
+   pip, whose tag check decides, into a site directory of its own; x86-64 runs it in the export
+   venv). Its outputs on the exporter's input must agree with MXNet's within TOLERANCE: with
+   the exporter's (x86-64, oneDNN) and, given the project's wheel, with the target's MXNet on
+   the same weights and input (policy never: MXNet's own code; always: NNPACK, reported).
+3. Instructions per image (ARM, under the host's QEMU 7.2 with its insn plugin, insn_count.py):
+   single-threaded (intra_op_num_threads = inter_op_num_threads = 1, sequential execution,
+   OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = 1; the plugin's per-vCPU lines confirm one thread).
+   One process loads the model, builds the session and runs WARMUP passes, then forks
+   grandchildren doing K1, K2, K1, K2 passes (after one uncounted fork). The plugin prints every
+   process's total at its exit, a forked child's including everything its parent did before the
+   fork, so interpreter start-up, imports, session building and warm-up cancel exactly; the
+   parent's own instructions between two forks (d) are measured by the repeats and taken out
+   (`per_image`), and the two K2-K1 increments must agree within REPEAT_TOLERANCE. This is the
+   method of `invoke bench --count` (bench_count.py) for MXNet, so the columns compare.
+4. Timing on x86-64 (`timing_records`): onnxruntime in the export venv beside PyPI mxnet, as
+   records in bench.py's format (`images_per_second["onnxruntime"]`), for bench.py to merge.
+
+Results: a table and `<home>/out/<target>/onnx/onnx-compare-<target>.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import insn_count, log
+from .errors import ConfigurationError, VerificationError
+from .files import atomic_write_text
+from .model_zoo import MODELS, write_model
+from .runner import run
+from .settings import Settings
+from .target_env import PYTHON_RELEASE, PythonEnv, python_env
+from .targets import TARGETS, Target
+
+SCRIPTS = Path(__file__).parent / "target_scripts"
+ONNX_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn")
+ONNXRUNTIME = "onnxruntime==1.20.1"
+"""cp39 .. cp313 wheels for x86-64 and aarch64 (manylinux_2_27/2_28: Debian 11's glibc 2.31 is enough),
+numpy >= 1.21.6 (Debian 12's 1.24, the venv's 1.23.5). No armv7 wheel on PyPI."""
+EXPORT_PACKAGES = ("mxnet==1.9.1", "numpy==1.23.5", "requests>=2.20,<3", "onnx==1.14.1", "protobuf==7.36.2",
+                   ONNXRUNTIME)
+"""The export venv: bench.PYPI_MXNET (numpy < 1.24 for mxnet's np.bool) + onnx 1.14.1 (what the exporter was
+tried with) + the protobuf it was tested with + onnxruntime for the x86-64 runs."""
+WHEEL_PLATFORMS = {"arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
+                   "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64")}
+TOLERANCE = 1e-4
+"""Largest max|ORT - MXNet| / max|MXNet| per output (logits and probabilities) against MXNet's own code."""
+REPEAT_TOLERANCE = 1e-3
+"""The two K2-K1 increments of one count (and two counts of one cell) must agree within 0.1 %."""
+COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
+                   "MXNET_ENFORCE_DETERMINISM": "1"}
+"""MXNet counted as `invoke bench --count` counts it: one thread, operators on the calling thread."""
+
+
+@dataclass
+class OnnxOptions:
+    networks: tuple[str, ...] = ("resnet18",)
+    batches: tuple[int, ...] = (1,)
+    size: int = 224
+    count: bool = True
+    passes: tuple[int, int] = (0, 1)
+    warmup: int = 2
+    mxnet_wheel: Path | None = None
+    """The project's wheel for the target (MXNet on the same weights there); None: the home's current one, if any."""
+    mxnet_on_target: bool = True
+    mxnet_count: tuple[str, ...] = ("never", "always")
+    """NNPACK policies whose MXNet instructions per image are counted beside ONNX Runtime's (same method, same
+    weights and input; needs the project's wheel; empty: none)."""
+    symbols: dict[str, Path] = field(default_factory=dict)
+    """Extra networks by name -> *-symbol.json (tests: a small net); zoo names need none."""
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.networks if n not in MODELS and n not in self.symbols]
+        if unknown:
+            raise ConfigurationError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigurationError(f"batch sizes must be positive integers, not {self.batches}")
+        if len(self.passes) != 2 or not 0 <= self.passes[0] < self.passes[1]:
+            raise ConfigurationError(f"--passes takes K1,K2 with 0 <= K1 < K2, not {self.passes}")
+
+
+def parse_records(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
+
+
+def run_script(env: PythonEnv, script: str, args: Sequence[str | Path], extra_env: Mapping[str, str],
+               log_path: Path, what: str, timeout: float = 7200) -> list[dict[str, Any]]:
+    proc = env.run([SCRIPTS / script, *args], extra_env=extra_env, timeout=timeout)
+    with open(log_path, "a") as stream:
+        stream.write(f"\n# {what}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerificationError(f"{what} failed: {last}", log_path=log_path)
+    return parse_records(proc.stdout)
+
+
+# 1. Export ------------------------------------------------------------------------------------
+
+def export_env(settings: Settings, log_path: Path) -> PythonEnv:
+    """A venv of the host's Python with PyPI mxnet 1.9.1, onnx and onnxruntime (x86-64), made once."""
+    root = settings.home / "envs" / "x86_64-pypi-mxnet-onnx"
+    stamp = " ".join(EXPORT_PACKAGES) + "\n"
+    if not ((root / ".complete").is_file() and (root / ".complete").read_text() == stamp):
+        if settings.offline:
+            raise ConfigurationError("exporting to ONNX needs PyPI once (mxnet, onnx, onnxruntime); run online")
+        shutil.rmtree(root, ignore_errors=True)
+        run([sys.executable, "-m", "venv", root], log_path=log_path, what="venv for the ONNX export")
+        run([root / "bin" / "python", "-m", "pip", "install", "-q", *EXPORT_PACKAGES], log_path=log_path,
+            what=f"pip install {' '.join(EXPORT_PACKAGES)}")
+        (root / ".complete").write_text(stamp)
+    return PythonEnv(TARGETS["x86_64"], None, root, root / "bin" / "python")
+
+
+@dataclass(frozen=True)
+class Exported:
+    directory: Path
+    record: dict[str, Any]
+
+    @property
+    def model(self) -> Path:
+        return self.directory / "model.onnx"
+
+    @property
+    def input(self) -> Path:
+        return self.directory / "input.npy"
+
+    @property
+    def reference(self) -> Path:
+        """The exporter's MXNet outputs (PyPI mxnet, x86-64)."""
+        return self.directory / "mxnet.npz"
+
+
+def export_model(settings: Settings, symbol: Path, batch: int, size: int, log_path: Path) -> Exported:
+    """symbol's network with fixed-seed weights as ONNX, input and reference outputs; cached by content."""
+    scripts = "".join((SCRIPTS / name).read_text() for name in ("onnx_export.py", "onnx_cell.py"))
+    key = hashlib.sha256(f"{symbol.read_text()}\n{batch} {size} 0 {EXPORT_PACKAGES}\n{scripts}".encode()).hexdigest()[:16]
+    final = settings.home / "onnx" / "models" / f"{symbol.name.removesuffix('-symbol.json')}-b{batch}-{size}-{key}"
+    record_file = final / "export.json"
+    if record_file.is_file():
+        return Exported(final, json.loads(record_file.read_text()))
+    env = export_env(settings, log_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
+    try:
+        [record] = run_script(env, "onnx_export.py", ["--symbol", symbol, "--batch", str(batch), "--size", str(size),
+                                                      "--out", work], {}, log_path, f"ONNX export of {symbol.name}")
+        (work / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        work.replace(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Exported(final, record)
+
+
+# 2. ONNX Runtime on the target ----------------------------------------------------------------
+
+def onnxruntime_wheel(target: Target, python: str, settings: Settings, log_path: Path) -> Path:
+    """PyPI's onnxruntime wheel for target's CPython `python` (e.g. '3.11'), downloaded once."""
+    if target.name not in WHEEL_PLATFORMS:
+        raise ConfigurationError(f"PyPI has no {ONNXRUNTIME} wheel for {target.name} (only x86-64 and aarch64)")
+    version = python.replace(".", "")
+    directory = settings.home / "onnx" / "wheels"
+    name = ONNXRUNTIME.split("==")[1]
+    found = sorted(directory.glob(f"onnxruntime-{name}-cp{version}-cp{version}-*{target.wheel_platform.split('_', 1)[-1]}.whl"))
+    if found:
+        return found[-1]
+    if settings.offline:
+        raise ConfigurationError(f"no {ONNXRUNTIME} wheel for {target.name} cp{version} in {directory}; run once online")
+    directory.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in WHEEL_PLATFORMS[target.name] for arg in ("--platform", p)]
+    run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", *platforms,
+         "--python-version", python, "--implementation", "cp", "--abi", f"cp{version}", "-d", directory, ONNXRUNTIME],
+        log_path=log_path, what=f"pip download {ONNXRUNTIME} for {target.name} cp{version}",
+        error=ConfigurationError)
+    found = sorted(directory.glob(f"onnxruntime-{name}-cp{version}-*.whl"))
+    if not found:
+        raise ConfigurationError(f"pip downloaded no {ONNXRUNTIME} wheel for {target.name} cp{version}", log_path=log_path)
+    return found[-1]
+
+
+def install_onnxruntime(env: PythonEnv, settings: Settings, log_path: Path) -> Path:
+    """onnxruntime installed with the target Python's own pip into a site directory of its own (numpy is the
+    release's; its other requirements, for tools this does not use, are left out)."""
+    wheel = onnxruntime_wheel(env.target, env.release.python, settings, log_path)
+    site = settings.home / "onnx" / env.target.name / env.release.name / "ort-site"
+    stamp = site / ".nntc-wheel"
+    if not (stamp.is_file() and stamp.read_text() == wheel.name):
+        env.install_wheel(wheel, site, log_path)
+        stamp.write_text(wheel.name)
+    return site
+
+
+def install_mxnet(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path) -> Path:
+    site = settings.home / "onnx" / env.target.name / env.release.name / "mxnet-site"
+    stamp = site / ".nntc-wheel"
+    if not (stamp.is_file() and stamp.read_text() == wheel.name):
+        env.install_wheel(wheel, site, log_path)
+        stamp.write_text(wheel.name)
+    return site
+
+
+def relative_errors(reference: Mapping[str, Any], ort: Mapping[str, Any], policy: str,
+                    roles: Sequence[str], names: Sequence[str]) -> dict[str, float]:
+    """max|ORT - MXNet| / max|MXNet| per output role (ONNX output names in the exporter's role order)."""
+    import numpy as np
+
+    errors = {}
+    for role, name in zip(roles, names):
+        ref = np.asarray(reference[f"{policy}:{role}"], dtype=np.float64)
+        got = np.asarray(ort[name], dtype=np.float64)
+        if ref.shape != got.shape:
+            raise VerificationError(f"ONNX Runtime's {name} has shape {got.shape}, MXNet's {role} {ref.shape}")
+        errors[role] = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+    return errors
+
+
+# 3. Counting ----------------------------------------------------------------------------------
+
+def per_image(totals: Sequence[int], passes: tuple[int, int], batch: int) -> dict[str, Any]:
+    """Instructions per image from the plugin's totals [uncounted fork, K1, K2, K1, K2, parent].
+
+    Fork i's total is S + i*d + W(K_i) (S: everything before the first counted fork, d: the
+    parent's own instructions per fork): d = ((g2 - g0) + (g3 - g1)) / 4, and the two increments
+    W(K2) - W(K1) = g1 - g0 - d = g3 - g2 - d. Per image: their mean / (K2 - K1) / batch.
+    """
+    if len(totals) != 6:
+        raise VerificationError(f"expected 6 instruction totals (5 forks and the process), got {len(totals)}: "
+                                "a fork failed or QEMU printed no count")
+    _, g0, g1, g2, g3, _ = totals
+    d = ((g2 - g0) + (g3 - g1)) / 4
+    increments = [g1 - g0 - d, g3 - g2 - d]
+    mean = sum(increments) / 2
+    if mean <= 0:
+        raise VerificationError(f"the counted passes added no instructions ({increments}): nothing ran")
+    spread = abs(increments[0] - increments[1]) / mean
+    result = {"per_image": mean / (passes[1] - passes[0]) / batch, "increments": increments, "fork_overhead": d,
+              "spread": spread, "totals": list(totals), "startup": g0, "passes": list(passes), "batch": batch}
+    if spread > REPEAT_TOLERANCE:
+        raise VerificationError(f"the two counted increments differ by {spread:.2%} (> {REPEAT_TOLERANCE:.1%}): "
+                                f"{increments[0]:.0f} vs {increments[1]:.0f}; count more passes (--passes)")
+    return result
+
+
+CPU_LINE = re.compile(r"^cpu (\d+) insns: \d+$", re.M)
+
+
+def count_onnxruntime(env: PythonEnv, site: Path, exported: Exported, settings: Settings, options: OnnxOptions,
+                      log_path: Path) -> dict[str, Any]:
+    """Guest instructions per image of ONNX Runtime on exported, single-threaded, under the host's QEMU 7.2."""
+    counts = _count(env, site, ["ort", "--model", exported.model], COUNT_ENV, exported, settings, options, log_path,
+                    "ONNX Runtime")
+    if counts["vcpus"] != [0]:
+        raise VerificationError(f"ONNX Runtime ran guest threads on vCPUs {counts['vcpus']}, not one thread",
+                                log_path=log_path)
+    return {**counts, "session": "intra_op_num_threads=1, inter_op_num_threads=1, ORT_SEQUENTIAL, default "
+                                 "optimisations"}
+
+
+def count_mxnet(env: PythonEnv, site: Path, symbol: Path, exported: Exported, policy: str, settings: Settings,
+                options: OnnxOptions, log_path: Path) -> dict[str, Any]:
+    """Guest instructions per image of the project's MXNet (NNPACK policy `policy`) on the same weights and input."""
+    return _count(env, site, ["mxnet", "--symbol", symbol, "--policies", policy], MXNET_COUNT_ENV, exported, settings,
+                  options, log_path, f"MXNet ({policy})")
+
+
+def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Mapping[str, str], exported: Exported,
+           settings: Settings, options: OnnxOptions, log_path: Path, what: str) -> dict[str, Any]:
+    counting = replace(env, qemu=env.target.qemu_binary)  # the host's qemu-<arch>: it loads the insn plugin
+    command = [*counting.argv, SCRIPTS / "onnx_cell.py", *args, "--input", exported.input,
+               "--count", ",".join(map(str, options.passes)), "--warmup", str(options.warmup)]
+    plugin = insn_count.ensure_insn_plugin(settings)
+    begin = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="nntc-onnx-insn-") as tmp:
+        qemu_log = Path(tmp) / "qemu.log"
+        argv = insn_count.counted_argv(command, plugin, qemu_log)
+        try:
+            proc = subprocess.run(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
+                                  capture_output=True, text=True, errors="replace", timeout=7200,
+                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise insn_count.MissingToolError({argv[0]: insn_count.QEMU_USER}) from exc
+        plugin_out = qemu_log.read_text(errors="replace") if qemu_log.is_file() else ""
+    with open(log_path, "a") as stream:
+        stream.write(f"\n$ {' '.join(map(str, argv))}\n# exit code {proc.returncode}\n{proc.stdout}{proc.stderr}"
+                     f"# QEMU log:\n{plugin_out}")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerificationError(f"counting {what} under {argv[0]} failed: {last}", log_path=log_path)
+    totals = [int(m.group(1)) for m in insn_count.TOTAL.finditer(plugin_out)]
+    counts = per_image(totals, options.passes, int(exported.record["batch"]))
+    vcpus = sorted({int(m.group(1)) for m in CPU_LINE.finditer(plugin_out)})
+    [record] = [r for r in parse_records(proc.stdout) if r["kind"].endswith("-count")]
+    return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": argv[0], "vcpus": vcpus,
+            "single_threaded": vcpus == [0], "environment": dict(extra_env), "script": record}
+
+
+# The whole comparison -------------------------------------------------------------------------
+
+def symbol_file(name: str, options: OnnxOptions, directory: Path) -> Path:
+    return options.symbols.get(name) or write_model(name, directory / f"{name}-symbol.json")
+
+
+def find_mxnet_wheel(target: Target, settings: Settings, options: OnnxOptions) -> Path | None:
+    if not options.mxnet_on_target:
+        return None
+    if options.mxnet_wheel is not None:
+        return options.mxnet_wheel
+    from .smoke import current_wheel
+
+    try:
+        wheel = Path(current_wheel(target, settings).wheel)
+    except ConfigurationError:
+        return None
+    return wheel if wheel.is_file() else None
+
+
+def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -> dict[str, Any]:
+    import numpy as np
+
+    out_dir = settings.output_dir(target.name) / "onnx"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"target": target.name, "onnxruntime": ONNXRUNTIME, "export_packages": list(EXPORT_PACKAGES),
+                               "tolerance": TOLERANCE, "cells": [],
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with log.step("onnx", target.name, f"ONNX Runtime beside MXNet: {', '.join(options.networks)} at batch "
+                  f"{options.batches}", settings.logs_dir) as step:
+        emulated = target.qemu_binary is not None
+        if emulated:
+            env = python_env(target, settings, PYTHON_RELEASE)
+            ort_site = install_onnxruntime(env, settings, step.log_path)
+            results["python"] = env.label
+        else:
+            env, ort_site = export_env(settings, step.log_path), None
+            results["python"] = f"host {sys.version.split()[0]} venv (PyPI mxnet, onnxruntime)"
+        wheel = find_mxnet_wheel(target, settings, options) if emulated else None
+        mx_site = install_mxnet(env, wheel, settings, step.log_path) if wheel else None
+        results["mxnet_wheel"] = wheel.name if wheel else None
+        symbols = Path(tempfile.mkdtemp(prefix="nntc-onnx-symbols-"))
+        try:
+            for network, batch in ((n, b) for n in options.networks for b in options.batches):
+                exported = export_model(settings, symbol_file(network, options, symbols), batch, options.size,
+                                        step.log_path)
+                cell: dict[str, Any] = {"network": network, "batch": batch, "size": options.size,
+                                        "export": exported.record, "rel_err": {}}
+                roles, names = exported.record["output_roles"], exported.record["outputs"]
+                work = Path(tempfile.mkdtemp(prefix="nntc-onnx-out-"))
+                try:
+                    common = ["--model", exported.model, "--input", exported.input]
+                    extra = {"PYTHONPATH": str(ort_site)} if ort_site else {}
+                    [cell["ort"]] = run_script(env, "onnx_cell.py", ["ort", *common, "--save", work / "ort.npz"],
+                                               {**extra, **COUNT_ENV}, step.log_path, f"ONNX Runtime on {network}")
+                    ort = dict(np.load(work / "ort.npz"))
+                    cell["rel_err"]["MXNet x86-64 (PyPI, exporter)"] = relative_errors(
+                        np.load(exported.reference), ort, "default", roles, names)
+                    if mx_site is not None:
+                        run_script(env, "onnx_cell.py", ["mxnet", "--symbol", symbol_file(network, options, symbols),
+                                                         "--input", exported.input, "--save", work / "mxnet.npz",
+                                                         "--policies", "never,always"],
+                                   {"PYTHONPATH": str(mx_site), **COUNT_ENV}, step.log_path, f"MXNet on {network}")
+                        reference = np.load(work / "mxnet.npz")
+                        for policy, label in (("never", "MXNet never (target)"), ("always", "NNPACK always (target)")):
+                            cell["rel_err"][label] = relative_errors(reference, ort, policy, roles, names)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                cell["failures"] = [f"{label} {role}: {err:.1e}" for label, errs in cell["rel_err"].items()
+                                    if "NNPACK" not in label for role, err in errs.items() if err > TOLERANCE]
+                if cell["failures"]:
+                    raise VerificationError(f"ONNX Runtime's outputs on {network} batch {batch} differ from MXNet's "
+                                            f"beyond {TOLERANCE:g}: " + "; ".join(cell["failures"]),
+                                            log_path=step.log_path)
+                if emulated and options.count:
+                    cell["count"] = count_onnxruntime(env, ort_site, exported, settings, options, step.log_path)
+                    if mx_site is not None and options.mxnet_count:
+                        symbol = symbol_file(network, options, symbols)
+                        cell["mxnet_count"] = {
+                            policy: count_mxnet(env, mx_site, symbol, exported, policy, settings, options, step.log_path)
+                            for policy in options.mxnet_count}
+                results["cells"].append(cell)
+        finally:
+            shutil.rmtree(symbols, ignore_errors=True)
+        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        json_path = out_dir / f"onnx-compare-{target.name}.json"
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+        results["json"] = str(json_path)
+        step.note = str(json_path)
+    return results
+
+
+def table(results: dict[str, Any]) -> Table:
+    table = Table(title=escape(f"ONNX Runtime beside MXNet [{results['target']}] ({ONNXRUNTIME}, single-threaded)"),
+                  title_justify="left")
+    for column in ("network", "batch", "ORT vs MXNet: max rel. difference", "instructions per image: ORT",
+                   "MXNet never", "NNPACK always", "ORT / MXNet never"):
+        table.add_column(column)
+    for cell in results["cells"]:
+        diffs = f"{max(max(e.values()) for label, e in cell['rel_err'].items() if 'NNPACK' not in label):.1e}"
+        ort = cell.get("count", {}).get("per_image")
+        mxnet = {p: c["per_image"] for p, c in cell.get("mxnet_count", {}).items()}
+        table.add_row(cell["network"], str(cell["batch"]), diffs,
+                      *(f"{n / 1e6:.1f} M" if n else "-" for n in (ort, mxnet.get("never"), mxnet.get("always"))),
+                      f"{ort / mxnet['never']:.2f}" if ort and mxnet.get("never") else "-")
+    return table
+
+
+# 4. Timing on x86-64, for bench.py ----------------------------------------------------------
+
+def timing_records(settings: Settings, networks: Sequence[str], batches: Sequence[int], iterations: int,
+                   threads: int, log_path: Path) -> list[dict[str, Any]]:
+    """onnxruntime's images/sec per network and batch on this x86-64 host (the export venv), in bench.py's
+    record format with the column "onnxruntime"; merge into bench's records with merge_timing."""
+    env = export_env(settings, log_path)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="nntc-onnx-symbols-") as tmp:
+        for network, batch in ((n, b) for n in networks for b in batches):
+            exported = export_model(settings, write_model(network, Path(tmp) / f"{network}-symbol.json"), batch, 224,
+                                    log_path)
+            [record] = run_script(env, "onnx_cell.py", ["ort", "--model", exported.model, "--input", exported.input,
+                                                        "--time", "--iterations", str(iterations), "--threads",
+                                                        str(threads)],
+                                  {"OMP_NUM_THREADS": str(threads)}, log_path, f"onnxruntime timing {network}")
+            records.append({"kind": "network", "network": network, "batch": batch,
+                            "seconds": {"onnxruntime": record["seconds"]},
+                            "images_per_second": {"onnxruntime": batch / record["seconds"]}})
+    return records
+
+
+def merge_timing(records: list[dict[str, Any]], timing: dict[str, Any]) -> None:
+    """Add an onnxruntime record's column to bench's record of the same network and batch."""
+    for record in records:
+        if record["network"] == timing["network"] and record["batch"] == timing["batch"]:
+            record["seconds"]["onnxruntime"] = timing["seconds"]["onnxruntime"]
+            record["images_per_second"]["onnxruntime"] = timing["images_per_second"]["onnxruntime"]
