@@ -268,14 +268,20 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "no_layers": "leave out the per-layer convolution times",
             "memory": "also measure peak RSS and the auto policy's tuning cost per network, batch and policy "
                       "(one process per cell; on ARM under QEMU too)",
-            "no_timing": "leave out the speed table (with --memory: memory cells only)"})
+            "no_timing": "leave out the speed table (with --memory: memory cells only)",
+            "import": "FILE: show a board's own run (python3 -m mxnet.nnpack_bench --json FILE) next to what "
+                      "this toolchain measured for its target; measures nothing (--arch: refuse another target's)"})
 @reports_errors
 def bench(c, arch="", networks="alexnet,vgg16,resnet18,inception-bn", batches="1,2,4,8,16,32", iterations=None,
-          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None, base=None):
+          threads=None, sweep="1,2,4", no_pypi=False, no_layers=False, memory=False, no_timing=False, home=None, base=None,
+          import_=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
     --memory: peak RSS and the auto policy's tuning cost per network, batch and policy."""
     from nnpack_toolchain import bench as benchmark
 
+    if import_:
+        benchmark.show_import(Path(import_), arch or None, make_settings(base=base, home=home))
+        return
     options = benchmark.BenchOptions(
         networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
         batches=benchmark.parse_int_list(batches, "--batches"), iterations=parse_count(iterations, "--iterations") or 3,
