@@ -275,10 +275,13 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
                      "and per convolution layer and NNPACK algorithm (--no-layers: networks only); resumes an "
                      "interrupted run",
             "onnxruntime": "x86-64: add an ONNX Runtime column (the networks exported with MXNet's own exporter, "
-                           "run by PyPI's onnxruntime in the PyPI column's venv)"})
+                           "run by PyPI's onnxruntime in the PyPI column's venv)",
+            "import": "FILE: show a board's own run (python3 -m mxnet.nnpack_bench --json FILE) next to what "
+                      "this toolchain measured for its target; measures nothing (--arch: refuse another target's)"})
 @reports_errors
 def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None, sweep="1,2,4", no_pypi=False,
-          no_layers=False, memory=False, no_timing=False, count=False, onnxruntime=False, home=None, base=None):
+          no_layers=False, memory=False, no_timing=False, count=False, onnxruntime=False, home=None, base=None,
+          import_=None):
     """MXNet vs NNPACK images/sec (same libmxnet.so, run-time switch), per layer and per thread count;
     --memory: peak RSS and the auto policy's tuning cost per network, batch and policy;
     --count: guest instructions per image under QEMU, per network, policy, layer and algorithm."""
@@ -286,6 +289,9 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
     from nnpack_toolchain import bench_count
     from nnpack_toolchain.count_runner import COUNT_BATCHES, COUNT_NETWORKS
 
+    if import_:
+        benchmark.show_import(Path(import_), arch or None, make_settings(base=base, home=home))
+        return
     default_networks = COUNT_NETWORKS if count else benchmark.DEFAULT_NETWORKS
     default_batches = COUNT_BATCHES if count else benchmark.DEFAULT_BATCHES
     options = benchmark.BenchOptions(

@@ -50,6 +50,10 @@ POLICY_LABELS = {"never": "MXNet (OpenBLAS)", "always": "NNPACK always", "auto":
                  "pypi": "PyPI mxnet (oneDNN)", "onnxruntime": "ONNX Runtime (PyPI)"}
 POLICIES = ("never", "always", "auto")
 """MXNET_NNPACK_POLICY values compared in one process: off, on for every eligible layer, per-layer fastest."""
+BENCH_FORMAT = "nnpack-bench"
+BENCH_FORMAT_VERSION = 1
+"""bench.json's format, also written by the wheel's on-board benchmark (target_scripts/nnpack_bench.py:
+`python3 -m mxnet.nnpack_bench --json FILE`), which `invoke bench --import FILE` reads (README)."""
 
 
 @dataclass
@@ -158,6 +162,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
     bench_dir.mkdir(parents=True, exist_ok=True)
     emulated = target.qemu_binary is not None
     results: dict[str, Any] = {
+        "format": BENCH_FORMAT, "version": BENCH_FORMAT_VERSION, "source": "toolchain",
         "target": target.name, "wheel": wheel.name, "host_cpu": cpu_name(), "cores": os.cpu_count(),
         "emulated": emulated, "threads": options.threads, "iterations": options.iterations,
         "networks": [], "layers": [], "thread_sweep": [], "checks": [], "memory": [],
@@ -367,3 +372,114 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     plt.close(figure)
     tmp.replace(path)
     return path
+
+
+# invoke bench --import: a board's own measurement (python3 -m mxnet.nnpack_bench --json FILE) ----------
+
+
+def load_import(path: Path, arch: str | None = None) -> dict[str, Any]:
+    """A bench JSON from a board (or another home), checked: one line naming what is wrong otherwise."""
+    from .targets import parse_target
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigurationError(f"--import {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"--import {path}: cannot read it ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"--import {path} is not JSON ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != BENCH_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ConfigurationError(f"--import {path} is not a benchmark result (format {found!r}, expected "
+                                 f"{BENCH_FORMAT!r}: write one with python3 -m mxnet.nnpack_bench --json FILE)")
+    if data.get("version") != BENCH_FORMAT_VERSION:
+        raise ConfigurationError(f"--import {path} has format version {data.get('version')!r}; this toolchain "
+                                 f"reads version {BENCH_FORMAT_VERSION} (use the wheel built by this toolchain)")
+    kinds = {"networks": list, "checks": list, "auto_choices": list, "target": str, "host_cpu": str}
+    wrong = [key for key, kind in kinds.items() if not isinstance(data.get(key, [] if kind is list else None), kind)]
+    rows = [r for r in data.get("networks", []) if not (isinstance(r, dict) and isinstance(r.get("batch"), int)
+                                                        and all(isinstance(r.get("images_per_second", {}).get(p),
+                                                                           (int, float)) for p in POLICIES))]
+    if wrong or rows:
+        raise ConfigurationError(f"--import {path}: malformed {', '.join(wrong) if wrong else 'networks'} "
+                                 f"(a network row needs batch and images_per_second of {', '.join(POLICIES)})")
+    measured_on = parse_target(data["target"])
+    if arch and parse_target(arch).name != measured_on.name:
+        raise ConfigurationError(f"--import {path} was measured on {measured_on.name}, not {parse_target(arch).name}")
+    data["target"] = measured_on.name
+    return data
+
+
+def spread_table(imported: dict[str, Any]) -> Table:
+    """The board's lowest-highest images/sec of its timed passes per policy, and each cell's peak RSS."""
+    table = Table(title=escape(f"spread of {imported.get('iterations')} passes (images/sec, lowest-highest) and "
+                               "peak RSS per cell (one process each)"), title_justify="left")
+    for column in ("network", "batch", *(POLICY_LABELS[p] for p in POLICIES), "peak RSS (MiB)"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for r in imported["networks"]:
+        spread = r.get("images_per_second_range") or {}
+        table.add_row(r["network"], str(r["batch"]),
+                      *(f"{spread[p][0]:.2f}-{spread[p][1]:.2f}" if p in spread else "-" for p in POLICIES),
+                      f"{r['peak_rss_bytes'] / (1 << 20):.0f}" if r.get("peak_rss_bytes") else "-")
+    return table
+
+
+def comparison_table(imported: dict[str, Any], measured: dict[str, Any]) -> Table:
+    """auto / MXNet and always / MXNet on the board next to the toolchain's own run, per network and batch."""
+    table = Table(title=escape(f"board ({imported['host_cpu']}) vs toolchain ({measured['host_cpu']}) "
+                               f"[{imported['target']}]: speed relative to MXNet's own code"), title_justify="left")
+    for column in ("network", "batch", "always: board", "always: toolchain", "auto: board", "auto: toolchain"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    theirs = {(r["network"], r["batch"]): r["images_per_second"] for r in measured["networks"]}
+    for r in imported["networks"]:
+        ours, other = r["images_per_second"], theirs.get((r["network"], r["batch"]))
+        cells = []
+        for policy in ("always", "auto"):
+            cells.append(coloured_ratio(ours[policy] / ours["never"]))
+            cells.append(coloured_ratio(other[policy] / other["never"]) if other and policy in other else "-")
+        table.add_row(r["network"], str(r["batch"]), *cells)
+    return table
+
+
+def show_import(path: Path, arch: str | None, settings: Settings) -> dict[str, Any]:
+    """`invoke bench --import FILE`: the board's tables (and PNG, in <home>/out/<target>/bench/), next to
+    what this toolchain measured for the target (its bench.json), if it has measured it."""
+    imported = load_import(path, arch)
+    console = log.console
+    device = imported.get("device") or {}
+    console.out(f"bench --import {path}: {imported['target']}, {imported['host_cpu']}, {imported.get('cores')} cores"
+                + (f", {device['mem_total_bytes'] / (1 << 20):.0f} MiB" if device.get("mem_total_bytes") else "")
+                + (f", {device['glibc']}, python {device.get('python')}, numpy {device.get('numpy')}"
+                   if device.get("glibc") else "") + f", {imported.get('wheel', '?')}")
+    if imported["networks"]:
+        console.print(network_table(imported))
+        console.print(spread_table(imported))
+    if imported["auto_choices"]:
+        console.print(choices_table(imported))
+    if imported["checks"]:
+        console.print(check_table(imported))
+        for failure in check_failures(imported["checks"]):
+            console.out(f"bench --import: correctness FAILED on the board: {failure}")
+    for error in imported.get("errors") or []:
+        console.out(f"bench --import: failed on the board: {error}")
+    bench_dir = settings.output_dir(imported["target"]) / "bench"
+    if imported["networks"]:
+        bench_dir.mkdir(parents=True, exist_ok=True)
+        imported["plot"] = str(plot(imported, bench_dir / f"board-{path.stem}.png"))
+    own = bench_dir / "bench.json"
+    measured = json.loads(own.read_text()) if own.is_file() else None
+    if measured is None:
+        console.out(f"bench --import: this toolchain has not measured {imported['target']} (no {own})")
+    elif measured.get("networks") and imported["networks"]:
+        console.print(comparison_table(imported, measured))
+    elif measured.get("checks"):
+        console.out(f"bench --import: the toolchain's own run of {imported['target']} ({own}) checked correctness "
+                    "under QEMU only:")
+        console.print(check_table(measured))
+    if imported.get("plot"):
+        console.out(f"bench --import: {imported['plot']}")
+    imported["measured"] = str(own) if measured is not None else None
+    return imported

@@ -33,6 +33,22 @@ MXNET_REQUIRES = ("numpy>=1.19,<2.3", "requests>=2.20.0,<3", "graphviz<0.9.0,>=0
 (Debian 11) to 2.2 (Debian 13), each tested by the smoke suite on that release's Python."""
 
 
+BENCH_PACKAGE = "nnpack_bench"
+"""`python3 -m mxnet.nnpack_bench`: the benchmark a board runs from the installed wheel."""
+
+
+def bench_files() -> tuple[tuple[str, Path], ...]:
+    """The files of mxnet/nnpack_bench/ (path inside the mxnet package, source): target_scripts/nnpack_bench.py
+    as the package, with the toolchain's own model zoo (and the errors module it imports), timing code
+    (bench_models.py) and policy switch (nnpack_layers.py) copied next to it, unchanged."""
+    here = Path(__file__).parent
+    scripts = here / "target_scripts"
+    sources = {"__init__.py": scripts / "nnpack_bench.py", "__main__.py": scripts / "nnpack_bench_main.py",
+               "bench_models.py": scripts / "bench_models.py", "nnpack_layers.py": scripts / "nnpack_layers.py",
+               "model_zoo.py": here / "model_zoo.py", "errors.py": here / "errors.py"}
+    return tuple((f"{BENCH_PACKAGE}/{name}", source) for name, source in sorted(sources.items()))
+
+
 def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, wheel_version: str,
                  distribution: Distribution) -> str:
     from .mxnet import mxnet_pin
@@ -58,6 +74,10 @@ def mxnet_readme(target: Target, nnpack: "NnpackResult", mxnet_version: str, whe
         "and `mx.runtime.nnpack_call_counts()`. Switches: `MXNET_NNPACK_POLICY=never` (MXNet's own",
         "code everywhere), `MXNET_NNPACK_STRICT_1_0=1` (MXNet 1.0's rules), `MXNET_CPU_NNPACK_NTHREADS`",
         "(default 4), `MXNET_NNPACK_VERBOSE=1` (log each dispatch decision).",
+        "",
+        "Benchmark this device: `python3 -m mxnet.nnpack_bench --json out.json` (images/sec with NNPACK off,",
+        "always and auto, peak RSS, the auto policy's choices; `--help` for the options), then",
+        "`invoke bench --import out.json` on the build machine.",
         "",
     ]
     return "\n".join(lines)
@@ -103,7 +123,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             distribution="mxnet", version=wheel_version, package_dir=library.parent.parent / "python" / "mxnet",
             native_libraries=(library, nnpack_library),
             summary=f"Apache MXNet {pin.version} with NNPACK-accelerated convolution, max-pooling and fully-connected layers",
-            license="Apache-2.0", readme=readme, requires_dist=MXNET_REQUIRES)
+            license="Apache-2.0", readme=readme, requires_dist=MXNET_REQUIRES, extra_files=bench_files())
         with tempfile.TemporaryDirectory(prefix=".wheel-", dir=out_dir) as tmp:
             result = build_wheel(spec, target, sysroot, Path(tmp), step.log_path)
             require_floor(result.manylinux_floor, settings.distribution, step.log_path)
@@ -122,12 +142,13 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
 
 def mxnet_wheel_digest(library: Path, nnpack_library: Path, readme: str) -> str:
     """The wheel stage's inputs: both libraries, MXNet's Python package next to libmxnet.so (tree/lib
-    and tree/python), the description, the timestamp and this module's code."""
+    and tree/python), the on-board benchmark's files, the description, the timestamp and this module's code."""
     from . import wheel
 
     return digest_of(library, nnpack_library, readme, str(source_date_epoch()), Path(__file__).read_text(),
                      Path(wheel.__file__).read_text(),
-                     *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")))
+                     *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")),
+                     *(f"{name}={sha256_of(source)}" for name, source in bench_files()))
 
 
 def current_mxnet_wheel_digest(target: Target, settings: Settings, library: Path) -> str:

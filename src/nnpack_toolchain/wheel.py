@@ -59,6 +59,8 @@ class WheelSpec:
     """Markdown: the wheel's long description and <package>/BUILD-INFO.md."""
     requires_dist: tuple[str, ...] = ()
     requires_python: str = ">=3.8"
+    extra_files: tuple[tuple[str, Path], ...] = ()
+    """(path inside the package, source file): copied in after the package (e.g. MXNet's on-board benchmark)."""
 
 
 @dataclass
@@ -144,6 +146,10 @@ def stage_package(spec: WheelSpec, staging: Path, log_path: Path) -> None:
     package = staging / spec.package_dir.name
     shutil.copytree(spec.package_dir, package, symlinks=False,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so", "*.so.*"))
+    for relative, source in spec.extra_files:
+        destination = package / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
     for library in spec.native_libraries:
         destination = package / library.name
         shutil.copyfile(library, destination)

@@ -20,7 +20,10 @@ import time
 import mxnet as mx
 import numpy as np
 
-from nnpack_layers import set_policy  # this script's own directory is on sys.path
+try:  # in the wheel, as mxnet.nnpack_bench.bench_models (the on-board benchmark, nnpack_bench.py)
+    from .nnpack_layers import set_policy
+except ImportError:  # run as a script: its own directory is on sys.path
+    from nnpack_layers import set_policy
 
 # The auto policy measures each layer shape's choices on its first calls (a 3x3 stride-1 shape
 # at batch 1 in a graph: 9 choices x 4 calls); passes allowed before the timed ones.
@@ -62,7 +65,8 @@ def tuning_pending():
     return pending() if pending else 0
 
 
-def time_policies(executor, policies, iterations):
+def sample_policies(executor, policies, iterations):
+    """Seconds of each timed pass per policy, the policies alternating pass by pass."""
     for policy in policies:  # warm-up: workspace allocation, NNPACK initialisation, caches
         forward_seconds(executor, policy)
         if policy == "auto":  # the auto policy measures each layer's choices on its first calls
@@ -74,7 +78,27 @@ def time_policies(executor, policies, iterations):
     for _ in range(iterations):
         for policy in policies:
             samples[policy].append(forward_seconds(executor, policy))
-    return {p: statistics.median(s) for p, s in samples.items()}
+    return samples
+
+
+def time_policies(executor, policies, iterations):
+    return {p: statistics.median(s) for p, s in sample_policies(executor, policies, iterations).items()}
+
+
+def check_outputs(executor, policies):
+    """One forward pass per policy: each output's largest difference from the first policy's,
+    relative to the first's largest magnitude; and MXNet's NNPACK call counters (None without)."""
+    outputs = {}
+    for policy in policies:
+        if policy != "pypi":
+            set_policy(policy)
+        executor.forward(is_train=False)
+        outputs[policy] = executor.outputs[0].asnumpy().copy()
+    reference = outputs[policies[0]]
+    scale = max(float(np.abs(reference).max()), 1e-6)
+    errors = {p: float(np.abs(o - reference).max()) / scale for p, o in outputs.items()}
+    counts = mx.runtime.nnpack_call_counts() if hasattr(mx.runtime, "nnpack_call_counts") else None
+    return errors, counts
 
 
 def conv_layers(symbol_json, symbol, batch):
@@ -135,16 +159,7 @@ def main():
                 continue
             executor = bind(symbol, batch)
             if args.check:
-                outputs = {}
-                for policy in policies:
-                    if policy != "pypi":
-                        set_policy(policy)
-                    executor.forward(is_train=False)
-                    outputs[policy] = executor.outputs[0].asnumpy().copy()
-                reference = outputs[policies[0]]
-                scale = max(float(np.abs(reference).max()), 1e-6)
-                errors = {p: float(np.abs(o - reference).max()) / scale for p, o in outputs.items()}
-                counts = mx.runtime.nnpack_call_counts() if hasattr(mx.runtime, "nnpack_call_counts") else None
+                errors, counts = check_outputs(executor, policies)
                 emit(kind="check", network=network, batch=batch, rel_err=errors, nnpack_calls=counts)
                 continue
             times = time_policies(executor, policies, args.iterations)
