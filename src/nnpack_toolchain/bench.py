@@ -34,7 +34,7 @@ from rich.table import Table
 
 from . import bench_memory, log
 from .errors import ConfigurationError, VerificationError
-from .files import atomic_write_text
+from .files import atomic_write_text, save_figure
 from .model_zoo import MODELS, write_model
 from .runner import run
 from .settings import Settings
@@ -366,12 +366,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         axis.set_ylabel("images/sec")
         axis.legend()
     figure.suptitle(f"MXNet 1.9.1 inference, {results['target']}, {results['host_cpu']}, {results['threads']} threads")
-    figure.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure(figure, plt, path)
 
 
 # invoke bench --import: a board's own measurement (python3 -m mxnet.nnpack_bench --json FILE) ----------

@@ -38,7 +38,7 @@ from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLER
 from .count_runner import (CELL_ENV, Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell,
                            network_cell)
 from .errors import ConfigurationError, VerificationError
-from .files import atomic_write_text
+from .files import atomic_write_text, save_figure
 from .insn_count import installed_qemu_version, run_counted
 from .settings import Settings
 from .target_env import PythonEnv
@@ -251,7 +251,7 @@ def plot_counts(results: Mapping[str, Any], directory: Path) -> list[Path]:
             axis.set_title(f"batch {batch}")
             axis.legend()
         figure.suptitle(f"MXNet 1.9.1 inference, {target} under QEMU, single-threaded: instructions per image")
-        written.append(_save(figure, plt, directory / f"count-{target}-networks.png"))
+        written.append(save_figure(figure, plt, directory / f"count-{target}-networks.png"))
     layers = results["layers"]
     if layers:
         panels = list(dict.fromkeys((r["network"], r["batch"]) for r in layers))
@@ -276,14 +276,6 @@ def plot_counts(results: Mapping[str, Any], directory: Path) -> list[Path]:
         for axis in list(axes.flat)[len(panels):]:
             axis.set_visible(False)
         figure.suptitle(f"per-layer FLOP per guest instruction, {target} under QEMU")
-        written.append(_save(figure, plt, directory / f"count-{target}-layers.png"))
+        written.append(save_figure(figure, plt, directory / f"count-{target}-layers.png"))
     return written
 
-
-def _save(figure: Any, plt: Any, path: Path) -> Path:
-    figure.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(path)
-    return path

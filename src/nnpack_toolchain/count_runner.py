@@ -135,7 +135,7 @@ class CellRunner:
         self.cache: dict[str, Any] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
         self._run = run
         self.script_digest = hashlib.sha256(b"".join(
-            (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py"))
+            (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py", "forking.py"))
         ).hexdigest()[:16]
 
     def environment(self) -> dict[str, str]:

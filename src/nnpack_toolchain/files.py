@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, tmp_dir: Path | None = None) -> Path:
@@ -27,3 +28,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, tmp_dir: Path 
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def save_figure(figure: Any, plt: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a plot) and close it."""
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+    return path

@@ -159,7 +159,7 @@ class Exported:
 
 def export_model(settings: Settings, symbol: Path, batch: int, size: int, log_path: Path) -> Exported:
     """symbol's network with fixed-seed weights as ONNX, input and reference outputs; cached by content."""
-    scripts = "".join((SCRIPTS / name).read_text() for name in ("onnx_export.py", "onnx_cell.py"))
+    scripts = "".join((SCRIPTS / name).read_text() for name in ("onnx_export.py", "onnx_cell.py", "forking.py"))
     key = hashlib.sha256(f"{symbol.read_text()}\n{batch} {size} 0 {EXPORT_PACKAGES}\n{scripts}".encode()).hexdigest()[:16]
     final = settings.home / "onnx" / "models" / f"{symbol.name.removesuffix('-symbol.json')}-b{batch}-{size}-{key}"
     record_file = final / "export.json"

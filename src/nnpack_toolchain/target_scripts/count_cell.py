@@ -44,6 +44,7 @@ import sys
 import mxnet as mx
 
 from bench_models import SETTLE_PASSES, bind, bind_layer, emit, tuning_pending  # this script's directory
+from forking import fork_and_wait
 from nnpack_layers import set_policy
 
 
@@ -107,20 +108,6 @@ def openblas_core():
     return found
 
 
-def fork_and_wait(work):
-    """Run work() in a forked child that then exits at once; wait for it. False if it failed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            work()
-        except BaseException as error:  # noqa: BLE001 - a child never returns into the parent's code
-            print(f"count_cell: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            os._exit(1)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def run_variant(executor, variant, warmup, passes, batch):
@@ -161,7 +148,7 @@ def run_variant(executor, variant, warmup, passes, batch):
     # The first fork of a process costs its parent some 1e3 instructions more than later ones
     # (one-time initialisation): an uncounted fork first, then K1, K2, K1, K2.
     for count in (passes[0], passes[0], passes[1], passes[0], passes[1]):
-        if not fork_and_wait(counted(count)):
+        if not fork_and_wait(counted(count), "count_cell"):
             fail(f"{variant['name']}: a counted run of {count} passes failed")
     emit(kind="count", variant=variant["name"], policy=variant["policy"], batch=batch, warmup=done,
          passes=list(passes), nnpack_conv_calls_per_pass=calls, transforms=(status or {}).get("transforms"),
@@ -196,7 +183,7 @@ def main():
          variants=[v["name"] for v in variants], engine=os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
          openblas=openblas_core())
     for variant in variants:
-        if not fork_and_wait(lambda: run_variant(executor, variant, args.warmup, passes, batch)):
+        if not fork_and_wait(lambda: run_variant(executor, variant, args.warmup, passes, batch), "count_cell"):
             fail(f"variant {variant['name']} failed (see above)")
 
 

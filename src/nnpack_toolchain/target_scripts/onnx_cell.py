@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+from forking import fork_and_wait  # this script's directory
+
 
 def emit(**record):
     print("RESULT " + json.dumps(record), flush=True)
@@ -121,20 +123,6 @@ def session(model, threads):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def fork_and_wait(work):
-    """Run work() in a forked child that then exits at once; wait for it. False if it failed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            work()
-        except BaseException as error:  # noqa: BLE001 - a child never returns into the parent's code
-            print(f"onnx_cell: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            os._exit(1)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def run_ort(args):
@@ -179,7 +167,7 @@ def counted_forks(one_pass, counts):
     gc.disable()  # no collection at a different point between two forks
     # A process's first fork costs it more than later ones: an uncounted fork first, then K1, K2, K1, K2.
     for count in (k1, k1, k2, k1, k2):
-        if not fork_and_wait(passes(count)):
+        if not fork_and_wait(passes(count), "onnx_cell"):
             fail(f"a counted run of {count} passes failed")
 
 
