@@ -199,14 +199,17 @@ def publish(c, arch="", remote="", url=None, user=None, index=None, index_user=N
 
 
 @task(help={"remote": "name of the Conan remote", "url": "its URL", "user": "log in as USER ($NNTC_CONAN_PASSWORD)",
-            "home": COMMON_HELP["home"]})
+            "remove": "NAME: forget this remote instead", "home": COMMON_HELP["home"]})
 @reports_errors
-def use_remote(c, remote="", url="", user=None, home=None):
+def use_remote(c, remote="", url="", user=None, remove=None, home=None):
     """Use a Conan remote as binary cache: later 'invoke nnpack' runs download what it holds."""
     from nnpack_toolchain import publish as sharing
 
+    if remove:
+        sharing.remove_remote(make_settings(home=home), remove)
+        return
     if not remote or not url:
-        raise SystemExit("give both --remote NAME and --url URL")
+        raise SystemExit("give both --remote NAME and --url URL (or --remove NAME)")
     sharing.add_remote(make_settings(home=home), remote, url, user=user)
 
 

@@ -371,3 +371,38 @@ def test_ccache_remote_storage_shares_objects_between_trees(tmp_path):
     counters = [dict(line.split("\t") for line in s.splitlines() if "\t" in line) for s in stats]
     assert counters[0].get("remote_storage_miss") == "1", stats[0]
     assert counters[1].get("remote_storage_hit") == "1", stats[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_remote_is_left_out_with_one_line_and_nnpack_builds_here(tmp_path, capsys):
+    """A home that once used a team remote (here: a loopback server that is gone) must still build:
+    Conan stops at the first remote it cannot reach, so the toolchain asks only those that answer."""
+    settings = Settings(home=tmp_path)
+    target = TARGETS["arm64"]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        publish.add_remote(settings, "up", f"http://127.0.0.1:{server.getsockname()[1]}")
+        publish.add_remote(settings, "gone", f"http://127.0.0.1:{closed_port()}")
+        args = conan_config.package_args(target, settings)
+        assert "--no-remote" not in args and args[args.index("-r") + 1] == "up" and args.count("-r") == 1, args
+    assert "--no-remote" in conan_config.package_args(target, settings), "no remote answers: ask none"
+    captured = capsys.readouterr()
+    said = captured.err + captured.out
+    assert said.count("Conan remote gone (") == 1 and "invoke use-remote --remove gone" in said, said
+
+
+def test_use_remote_remove_forgets_a_remote_and_names_the_known_ones(tmp_path):
+    settings = Settings(home=tmp_path)
+    publish.add_remote(settings, "team", "http://127.0.0.1:9")
+    proc = run_invoke("use-remote", "--remove", "nowhere", "--home", str(tmp_path))
+    assert proc.returncode == 2 and "no Conan remote 'nowhere'" in proc.stderr and "configured: team" in proc.stderr
+    proc = run_invoke("use-remote", "--remove", "team", "--home", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((settings.conan_home / "remotes.json").read_text())["remotes"] == []
+    assert conan_config.package_args(TARGETS["arm64"], settings).count("-r") == 0

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
+from . import log
 from .compilers import Compilers, compilers_for, ensure_compilers
 from .conan_home import check_conan_home
 from .errors import BuildError
@@ -186,9 +189,50 @@ def package_args(target: Target, settings: Settings, *, backend: str | None = No
         args += ["-o", f"nnpack/*:backend={backend}"]
     if settings.offline:  # configured remotes (the binary cache, see publish.py) are never asked
         args.append("--no-remote")
+    else:
+        args += remote_args(settings)
     for name, directory in conan_local_sources(settings).items():
         args += ["-c", f"{name}/*:user.nntc:source_dir={directory}"]
     return args
+
+
+def configured_remotes(settings: Settings) -> dict[str, str]:
+    """Name -> URL of the enabled remotes in the private Conan home (invoke use-remote adds them)."""
+    path = settings.conan_home / "remotes.json"
+    if not path.is_file():
+        return {}
+    return {r["name"]: r["url"] for r in json.loads(path.read_text()).get("remotes", []) if not r.get("disabled")}
+
+
+def url_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host and port opens within `timeout` seconds."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+_SAID_UNREACHABLE: set[str] = set()
+
+
+def remote_args(settings: Settings) -> list[str]:
+    """Conan's remote selection for a build: the configured remotes that answer (none: --no-remote).
+
+    An unreachable remote is a cache miss, not a failure: NNPACK then builds here (Conan itself
+    would stop at the first remote it cannot reach), said once per remote in one line.
+    """
+    configured = configured_remotes(settings)
+    reachable = [name for name, url in configured.items() if url_reachable(url)]
+    for name in configured.keys() - set(reachable) - _SAID_UNREACHABLE:
+        _SAID_UNREACHABLE.add(name)
+        log.info(f"  Conan remote {name} ({configured[name]}) is unreachable: building here without it "
+                 f"(invoke use-remote --remove {name} forgets it)")
+    if len(reachable) == len(configured):
+        return []
+    return [arg for name in reachable for arg in ("-r", name)] or ["--no-remote"]
 
 
 def conan_local_sources(settings: Settings) -> dict[str, Path]:

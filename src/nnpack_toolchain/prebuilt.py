@@ -54,10 +54,7 @@ def option_args(inputs: dict[str, str]) -> list[str]:
 
 def remotes(settings: Settings) -> list[str]:
     """The enabled remotes of the toolchain's Conan home."""
-    path = settings.conan_home / "remotes.json"
-    if not path.is_file():
-        return []
-    return [r["name"] for r in json.loads(path.read_text()).get("remotes", []) if not r.get("disabled")]
+    return list(conan_config.configured_remotes(settings))
 
 
 # -- publishing -------------------------------------------------------------------------------------

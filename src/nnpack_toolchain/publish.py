@@ -111,6 +111,24 @@ def add_remote(settings: Settings, name: str, url: str, *, user: str | None = No
         stream.write(f"remote {name}: {url}{f' (user {user})' if user else ''}\n")
 
 
+def remove_remote(settings: Settings, name: str) -> None:
+    """Forget the Conan remote `name` (builds stop asking it); an unknown name is an error naming the known ones."""
+    from conan.errors import ConanException
+
+    check_conan_home(settings.conan_home)
+    _ensure_remote_list(settings)
+    api = _conan_api(settings)
+    known = [r.name for r in api.remotes.list(only_enabled=False)]
+    if name not in known:
+        raise ConfigurationError(f"no Conan remote {name!r} in {settings.conan_home} "
+                                 f"(configured: {', '.join(known) or 'none'})")
+    try:
+        api.remotes.remove(name)
+    except ConanException as exc:
+        raise ConfigurationError(f"cannot remove Conan remote {name!r}: {exc}") from None
+    log.info(f"remote {name}: removed from {settings.conan_home}")
+
+
 def remote_user(settings: Settings, remote: str) -> str | None:
     """The user logged in to `remote` in the private home (None when anonymous)."""
     from conan.errors import ConanException
