@@ -158,3 +158,17 @@ def test_publish_refuses_a_build_older_than_its_config(tmp_path: Path) -> None:
     config.config_mk.write_text(config.config_mk.read_text() + "ADD_CFLAGS = -O1\n")
     with pytest.raises(ConfigurationError, match=r"out of date \(config changed\)"):
         prebuilt.publish_prebuilt(settings, TARGET, REMOTE, config)
+
+
+def test_a_package_made_by_another_wheel_stage_is_not_taken(published: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package carries the wheel too: a wheel stage that packs other files (here: another
+    on-board benchmark) must build its own wheel rather than take the remote's as up to date."""
+    from nnpack_toolchain import mxnet_wheel
+
+    settings, config = fake_home(tmp_path / "f")
+    publish.add_remote(settings, REMOTE, published)
+    monkeypatch.setattr(mxnet_wheel, "wheel_stage_digest", lambda: "another wheel stage")
+    strict = dataclasses.replace(settings, prebuilt="require")
+    with pytest.raises(prebuilt.PrebuiltError, match=r"nearest differs in: wheel\)"):
+        prebuilt.use_prebuilt(TARGET, strict, config)

@@ -12,7 +12,7 @@ from conan import ConanFile
 from conan.errors import ConanInvalidConfiguration
 from conan.tools.files import copy
 
-INPUTS = ("source", "patches", "config", "nnpack", "toolchain")
+INPUTS = ("source", "patches", "config", "nnpack", "toolchain", "wheel")
 
 
 class MxnetNnpackPrebuiltConan(ConanFile):

@@ -73,7 +73,10 @@ def current_package_inputs(target: Target, settings: Settings, config: Configure
 def package_inputs(target: Target, settings: Settings, config: ConfigureResult, nnpack_sha256: str) -> dict[str, str]:
     """What the MXNet stage's result depends on, as digests that are the same on every machine:
     the source, the patches, config.mk (the toolchain home's path replaced), NNPACK's library and
-    the toolchain (base distribution, its compilers' package set and the sysroot's packages)."""
+    the toolchain (base distribution, its compilers' package set and the sysroot's packages), and
+    the wheel stage's own code and files (the package carries the wheel too)."""
+    from .mxnet_wheel import wheel_stage_digest
+
     def digest(text: str | bytes) -> str:
         return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
 
@@ -87,6 +90,7 @@ def package_inputs(target: Target, settings: Settings, config: ConfigureResult, 
         "nnpack": nnpack_sha256,
         "toolchain": digest(f"{settings.base}|{target.name}|{compilers.name}|stage {STAGE_REVISION}|"
                             f"{(config.sysroot / '.complete').read_text()}"),
+        "wheel": wheel_stage_digest(),
     }
 
 

@@ -143,11 +143,16 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
 def mxnet_wheel_digest(library: Path, nnpack_library: Path, readme: str) -> str:
     """The wheel stage's inputs: both libraries, MXNet's Python package next to libmxnet.so (tree/lib
     and tree/python), the on-board benchmark's files, the description, the timestamp and this module's code."""
+    return digest_of(library, nnpack_library, readme, wheel_stage_digest(),
+                     *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")))
+
+
+def wheel_stage_digest() -> str:
+    """What the wheel stage adds on every machine alike: the timestamp, this module's and wheel.py's
+    code and the on-board benchmark's files (a package input of the prebuilt MXNet, see mxnet.py)."""
     from . import wheel
 
-    return digest_of(library, nnpack_library, readme, str(source_date_epoch()), Path(__file__).read_text(),
-                     Path(wheel.__file__).read_text(),
-                     *sorted((library.parent.parent / "python" / "mxnet").rglob("*.py")),
+    return digest_of(str(source_date_epoch()), Path(__file__).read_text(), Path(wheel.__file__).read_text(),
                      *(f"{name}={sha256_of(source)}" for name, source in bench_files()))
 
 
