@@ -112,21 +112,30 @@ def test_patch_series_is_complete_and_ordered():
         assert needed in series, needed
 
 
-def test_new_submake_flags_remove_the_submakes_outputs_once(tmp_path: Path) -> None:
-    """make compares timestamps only: nnvm's and dmlc-core's objects must go when their flags change."""
-    from nnpack_toolchain.mxnet import SUBMAKE_OUTPUTS, forget_submake_outputs
+def test_new_flags_remove_makes_outputs_once(tmp_path: Path) -> None:
+    """make compares timestamps only: nnvm's, dmlc-core's and MXNet's own objects must go when the
+    flags change (armv7's -fno-strict-aliasing: before, MXNet's objects kept the old flags)."""
+    from nnpack_toolchain.mxnet import MAIN_OUTPUTS, SUBMAKE_OUTPUTS, forget_submake_outputs
 
-    for name in SUBMAKE_OUTPUTS:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path / "x.o").parent.mkdir(parents=True, exist_ok=True) if name.endswith("build") else path.write_text("a")
-    (tmp_path / "build" / "src").mkdir(parents=True)
-    (tmp_path / "build" / "src" / "keep.o").write_text("MXNet's own object")
+    def populate() -> None:
+        for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS):
+            path = tmp_path / name
+            if name.endswith("build"):
+                (path / "src").mkdir(parents=True, exist_ok=True)
+                (path / "src" / "x.o").write_text("object")
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("a")
+
+    populate()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "c_api.cc").write_text("source")
     forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])
-    assert not any((tmp_path / name).exists() for name in SUBMAKE_OUTPUTS)
-    assert (tmp_path / "build" / "src" / "keep.o").is_file()
-    (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").write_text("rebuilt")
+    assert not any((tmp_path / name).exists() for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS))
+    assert (tmp_path / "src" / "c_api.cc").is_file(), "a source was removed"
+    populate()
     forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])  # same flags: kept
-    assert (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").read_text() == "rebuilt"
-    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O3"])
+    assert all((tmp_path / name).exists() for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS))
+    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2 -fno-strict-aliasing"])
+    assert not (tmp_path / "build" / "src" / "x.o").exists() and not (tmp_path / "lib" / "libmxnet.so").exists()
     assert not (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").exists()

@@ -323,3 +323,35 @@ def test_smoke_byte_compiles_the_installed_wheel_for_the_releases_python(name: s
     site = settings.home / "smoke" / name / release / "site"
     assert (site / "nntc_wheel_demo" / "__pycache__" / f"__init__.{tag}.pyc").is_file(), \
         sorted(p.name for p in site.rglob("*.pyc"))
+
+
+def test_a_hanging_suite_is_a_failed_check_naming_the_last_one_done(tmp_path: Path, monkeypatch) -> None:
+    """The armv7 wheel's import hung under QEMU: the step must report it as a failed check (which
+    check came last), not end the build with a TimeoutExpired traceback."""
+    import subprocess as sp
+    from types import SimpleNamespace
+
+    from nnpack_toolchain import smoke
+
+    class HangingEnv:
+        target = TARGETS["armv7"]
+        release = DISTRIBUTIONS["debian12"]
+        label = "debian12 (hangs)"
+
+        def install_wheel(self, wheel, site, log_path):
+            site.mkdir(parents=True)
+
+        def run(self, args, *, extra_env=None, timeout=900):
+            if args[-1] == "all":
+                raise sp.TimeoutExpired(args, timeout, output=b'RESULT {"test": "import mxnet", "ok": true, '
+                                                              b'"seconds": 1.0, "detail": ""}\n')
+            return SimpleNamespace(returncode=0, stdout=f'RESULT {{"test": "ok in {args[-1]}", "ok": true, '
+                                   '"seconds": 1.0, "detail": ""}\n', stderr=f"{smoke.INIT_FAILURE_WARNING}\n")
+
+    wheel = tmp_path / "mxnet-1.9.1-py3-none-manylinux_2_31_armv7l.whl"
+    tests = smoke.release_checks(HangingEnv(), wheel, Settings(home=tmp_path / "home"), tmp_path / "log")
+    failed = [(t.test, t.detail) for t in tests if not t.ok]
+    assert failed == [("suite 'all' ran to the end",
+                       f"stopped after {smoke.SUITE_TIMEOUT:.0f} s; the last check done: import mxnet")], tests
+    assert [t.test for t in tests if t.ok] == ["import mxnet", "ok in init-failure", "init failure warned exactly once",
+                                               "ok in deterministic"]

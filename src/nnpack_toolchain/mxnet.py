@@ -243,16 +243,19 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
 
 SUBMAKE_OUTPUTS = ("3rdparty/tvm/nnvm/lib/libnnvm.a", "3rdparty/tvm/nnvm/build", "3rdparty/dmlc-core/libdmlc.a",
                    "3rdparty/dmlc-core/build")
-"""What the sub-makes build: make only compares timestamps, so new flags for them mean removing these."""
+MAIN_OUTPUTS = ("build", "lib/libmxnet.so", "lib/libmxnet.a")
+"""What make builds: it only compares timestamps, so new flags (ADD_CFLAGS, given to the sub-makes on
+the command line and read by MXNet's own Makefile from config.mk) mean removing these; ccache
+still hits for every object whose compile command did not change."""
 
 
 def forget_submake_outputs(tree: Path, submake: list[str]) -> None:
-    """Remove the sub-makes' outputs when their command-line variables changed (a stamp in the tree)."""
+    """Remove make's outputs (the sub-makes' and MXNet's own) when the flags changed (a stamp in the tree)."""
     stamp = tree / ".nntc-submake"
     wanted = "\n".join(submake) + "\n"
     if stamp.is_file() and stamp.read_text() == wanted:
         return
-    for name in SUBMAKE_OUTPUTS:
+    for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS):
         path = tree / name
         if path.is_dir():
             shutil.rmtree(path)

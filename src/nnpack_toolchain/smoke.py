@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,8 @@ SUITE_MODES = (("all", {}), ("init-failure", {"MXNET_NNPACK_FORCE_INIT_FAILURE":
                ("deterministic", {"MXNET_ENFORCE_DETERMINISM": "1"}))
 """smoke_suite.py runs once per mode, each in its own process: these variables are read once per process."""
 INIT_FAILURE_WARNING = "NNPACK is not available"
+SUITE_TIMEOUT = 900.0
+"""Seconds one suite process may take under QEMU (about 60-130 s normally; a hang must not stop the build)."""
 
 
 @dataclass
@@ -183,7 +186,19 @@ def release_checks(env: PythonEnv, wheel: Path, settings: Settings, log_path: Pa
     tests: list[SmokeTest] = []
     for mode, more_env in SUITE_MODES:
         begin = time.monotonic()
-        proc = env.run([SCRIPTS / "smoke_suite.py", mode], extra_env={**extra, **more_env})
+        try:
+            proc = env.run([SCRIPTS / "smoke_suite.py", mode], extra_env={**extra, **more_env},
+                           timeout=SUITE_TIMEOUT)
+        except subprocess.TimeoutExpired as expired:
+            output = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else expired.stdout
+            found = [t for t in parse_results(output or "") if mode == "all" or t.test != "import mxnet"]
+            done = found[-1].test if found else "nothing (not even import mxnet)"
+            tests += [*found, SmokeTest(f"suite '{mode}' ran to the end", False, time.monotonic() - begin,
+                                        f"stopped after {SUITE_TIMEOUT:.0f} s; the last check done: {done}")]
+            with open(log_path, "a") as stream:
+                stream.write(f"\n# smoke suite {mode} on {env.label}: no end after {SUITE_TIMEOUT:.0f} s\n"
+                             f"{output or ''}\n")
+            continue
         with open(log_path, "a") as stream:
             stream.write(f"\n# smoke suite {mode} on {env.label}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
         found = parse_results(proc.stdout)

@@ -143,7 +143,11 @@ TARGETS: dict[str, Target] = {
             # Debian's armhf GCC emits Thumb-2 by default; in the huge functions of MXNet's
             # tensor/indexing_op.cc a Thumb-2 conditional branch (+-1 MB) overflows and gas stops
             # with "conditional branch out of range" (measured here). ARM mode branches reach +-32 MB.
-            mxnet_flags=("-marm",),
+            # -fno-strict-aliasing: mshadow's bf16_t converts through a uint16_t pointer into a float;
+            # Debian 11's GCC 10 for ARMv7 moved the float's load above that store, every bf16_t read
+            # as 0.0f and OperatorTune<bf16_t>::Initialize (it draws until non-zero) hung `import
+            # mxnet` for good (seen in the disassembly of the Debian 11 armv7 build).
+            mxnet_flags=("-marm", "-fno-strict-aliasing"),
             # libatomic only if some object calls __atomic_*: then libmxnet.so lists it as NEEDED and
             # auditwheel grafts it (the wheel stage refuses a library that calls it without linking it)
             mxnet_link_flags=("-Wl,--push-state,--as-needed", "-latomic", "-Wl,--pop-state"),

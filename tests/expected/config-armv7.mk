@@ -17,7 +17,7 @@ USE_SIGNAL_HANDLER = 1
 ENABLE_TESTCOVERAGE = 0
 
 # Target flags, NNPACK + pthreadpool + OpenBLAS include dirs.
-ADD_CFLAGS = -march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard -mfp16-format=ieee -marm -I/opt/nntc/out/armv7/deploy/direct_deploy/nnpack/include -I/opt/nntc/out/armv7/deploy/direct_deploy/pthreadpool/include -I/opt/nntc/sysroots/armv7/usr/include/arm-linux-gnueabihf/openblas-pthread -ffile-prefix-map=/opt/nntc=/nntc-home -ffile-prefix-map=/opt/nntc/build/armv7/debian11/mxnet-1.9.1=.
+ADD_CFLAGS = -march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard -mfp16-format=ieee -marm -fno-strict-aliasing -I/opt/nntc/out/armv7/deploy/direct_deploy/nnpack/include -I/opt/nntc/out/armv7/deploy/direct_deploy/pthreadpool/include -I/opt/nntc/sysroots/armv7/usr/include/arm-linux-gnueabihf/openblas-pthread -ffile-prefix-map=/opt/nntc=/nntc-home -ffile-prefix-map=/opt/nntc/build/armv7/debian11/mxnet-1.9.1=.
 # NNPACK library dir and rpath; OpenBLAS from the target sysroot; libnnpack.so needs -lm -lpthread.
 ADD_LDFLAGS = -L/opt/nntc/out/armv7/deploy/direct_deploy/nnpack/lib '-Wl,-rpath,$$ORIGIN' -Wl,-rpath-link,/opt/nntc/out/armv7/deploy/direct_deploy/nnpack/lib -L/opt/nntc/sysroots/armv7/usr/lib/arm-linux-gnueabihf/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/armv7/usr/lib/arm-linux-gnueabihf/openblas-pthread -Wl,-rpath-link,/opt/nntc/sysroots/armv7/usr/lib/arm-linux-gnueabihf -lm -lpthread -Wl,--push-state,--as-needed -latomic -Wl,--pop-state
 
