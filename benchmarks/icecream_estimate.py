@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-LINE = re.compile(r"^\[(\S+) (\d+)\] (.*)$")
+LINE = re.compile(r"^\[(\S+) +(\d+) *\] (.*)$")  # ccache pads short pids: "[... 5411 ]"
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Compile:
     end: float
 
 
-def parse_ccache_log(text: str) -> list[Compile]:
+def parse_ccache_log(text: str, objects: str = "") -> list[Compile]:
     """The compiles (cache misses) in a ccache log, one per ccache run that names an object file.
     Lines of concurrent runs interleave; a run starts at its "=== CCACHE ... STARTED" line (pids repeat)."""
     runs: list[dict] = []
@@ -59,7 +59,7 @@ def parse_ccache_log(text: str) -> list[Compile]:
         elif message == "Result: cache_miss":
             run["miss"] = True
     return [Compile(r["object"], r["end"] - r["start"], r["start"], r["end"])
-            for r in runs if r.get("miss") and "object" in r]
+            for r in runs if r.get("miss") and "object" in r and re.search(objects, r["object"])]
 
 
 def schedule(seconds: list[float], machines: int, cores: int, remote_overhead: float) -> float:
@@ -101,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2, help="cores per machine (make -j slots)")
     parser.add_argument("--machines", default="1,2,4,8", help="comma list of machine counts")
     parser.add_argument("--remote-overhead", type=float, default=0.6, help="seconds added per remote object")
+    parser.add_argument("--match", default=r"^build/",
+                        help="regex of the objects to count (default: MXNet's own, build/...; the log "
+                             "also holds NNPACK's CMake objects when NNPACK was built in the same run)")
     parser.add_argument("--json", type=Path, help="write the estimate here")
     args = parser.parse_args(argv)
     if not args.log.is_file():
         print(f"icecream_estimate: {args.log} does not exist; build with CCACHE_LOGFILE={args.log}", file=sys.stderr)
         return 2
-    compiles = parse_ccache_log(args.log.read_text(errors="replace"))
+    compiles = parse_ccache_log(args.log.read_text(errors="replace"), args.match)
     if not compiles:
         print(f"icecream_estimate: {args.log} has no compiles (cache misses): was the build cold?", file=sys.stderr)
         return 2

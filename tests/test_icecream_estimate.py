@@ -25,13 +25,18 @@ LOG = """\
 [2026-12-04T10:00:41.000000 11] === CCACHE 4.7.5 STARTED =========================================
 [2026-12-04T10:00:41.100000 11] Object file: build/src/c.o
 [2026-12-04T10:00:41.200000 11] Result: cache_hit
+[2026-12-04T10:00:42.000000 9 ] === CCACHE 4.7.5 STARTED =========================================
+[2026-12-04T10:00:42.100000 9 ] Object file: CMakeFiles/nnpack.dir/src/init.c.o
+[2026-12-04T10:00:45.000000 9 ] Result: cache_miss
 """
 
 
 def test_ccache_log_gives_each_miss_its_own_duration() -> None:
     compiles = estimate.parse_ccache_log(LOG)
     assert [(c.object_file, round(c.seconds, 3)) for c in compiles] == [("build/src/a.o", 40.0),
-                                                                         ("build/src/b.o", 29.5)]
+                                                                         ("build/src/b.o", 29.5),
+                                                                         ("CMakeFiles/nnpack.dir/src/init.c.o", 3.0)]
+    assert [c.object_file for c in estimate.parse_ccache_log(LOG, r"^build/")] == ["build/src/a.o", "build/src/b.o"]
 
 
 @pytest.mark.parametrize(("machines", "cores", "overhead", "expected"), [
@@ -47,6 +52,6 @@ def test_longest_first_schedule_with_remote_overhead(machines: int, cores: int, 
 
 def test_the_script_refuses_a_log_without_compiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "hits.log"
-    log.write_text("\n".join(LOG.splitlines()[6:]) + "\n")
+    log.write_text("\n".join(LOG.splitlines()[6:9]) + "\n")
     assert estimate.main(["--log", str(log), "--step-seconds", "60"]) == 2
     assert "has no compiles" in capsys.readouterr().err
