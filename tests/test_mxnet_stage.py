@@ -115,7 +115,7 @@ def test_patch_series_is_complete_and_ordered():
 def test_new_flags_remove_makes_outputs_once(tmp_path: Path) -> None:
     """make compares timestamps only: nnvm's, dmlc-core's and MXNet's own objects must go when the
     flags change (armv7's -fno-strict-aliasing: before, MXNet's objects kept the old flags)."""
-    from nnpack_toolchain.mxnet import MAIN_OUTPUTS, SUBMAKE_OUTPUTS, forget_submake_outputs
+    from nnpack_toolchain.mxnet import MAIN_OUTPUTS, SUBMAKE_OUTPUTS, forget_make_outputs
 
     def populate() -> None:
         for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS):
@@ -130,12 +130,12 @@ def test_new_flags_remove_makes_outputs_once(tmp_path: Path) -> None:
     populate()
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "c_api.cc").write_text("source")
-    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])
+    forget_make_outputs(tmp_path, ["ADD_CFLAGS=-O2"])
     assert not any((tmp_path / name).exists() for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS))
     assert (tmp_path / "src" / "c_api.cc").is_file(), "a source was removed"
     populate()
-    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2"])  # same flags: kept
+    forget_make_outputs(tmp_path, ["ADD_CFLAGS=-O2"])  # same flags: kept
     assert all((tmp_path / name).exists() for name in (*SUBMAKE_OUTPUTS, *MAIN_OUTPUTS))
-    forget_submake_outputs(tmp_path, ["ADD_CFLAGS=-O2 -fno-strict-aliasing"])
+    forget_make_outputs(tmp_path, ["ADD_CFLAGS=-O2 -fno-strict-aliasing"])
     assert not (tmp_path / "build" / "src" / "x.o").exists() and not (tmp_path / "lib" / "libmxnet.so").exists()
     assert not (tmp_path / "3rdparty/tvm/nnvm/lib/libnnvm.a").exists()

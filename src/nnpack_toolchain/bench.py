@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,10 +35,9 @@ from . import bench_memory, log
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text, save_figure
 from .model_zoo import MODELS, write_model
-from .runner import run
 from .settings import Settings
 from .smoke import SCRIPTS, current_wheel
-from .target_env import PythonEnv, python_env
+from .target_env import PythonEnv, host_venv, python_env
 from .targets import Target
 
 DEFAULT_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn")
@@ -141,19 +139,8 @@ def parse_auto_choices(log_text: str) -> list[dict[str, Any]]:
 
 def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
     """A venv with upstream's mxnet 1.9.1 wheel from PyPI (x86-64 only), made once."""
-    from .targets import TARGETS
-
-    root = settings.home / "envs" / "x86_64-pypi-mxnet"
-    stamp = " ".join(PYPI_MXNET) + "\n"
-    if not ((root / ".complete").is_file() and (root / ".complete").read_text() == stamp):
-        if settings.offline:
-            raise ConfigurationError("the PyPI mxnet column needs PyPI once; run online or pass --no-pypi")
-        shutil.rmtree(root, ignore_errors=True)
-        run([sys.executable, "-m", "venv", root], log_path=log_path, what="venv for PyPI mxnet")
-        run([root / "bin" / "python", "-m", "pip", "install", "-q", *PYPI_MXNET], log_path=log_path,
-            what=f"pip install {' '.join(PYPI_MXNET)}")
-        (root / ".complete").write_text(stamp)
-    return PythonEnv(TARGETS["x86_64"], None, root, root / "bin" / "python")
+    return host_venv(settings, "x86_64-pypi-mxnet", PYPI_MXNET, log_path,
+                     offline_hint="the PyPI mxnet column needs PyPI once; run online or pass --no-pypi")
 
 
 def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict[str, Any]:

@@ -206,7 +206,7 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
                 step.note = "up to date"
                 return previous
         shutil.copyfile(config.config_mk, tree / "config.mk")
-        forget_submake_outputs(tree, submake)
+        forget_make_outputs(tree, submake)
         compiler = config.values["CXX"]  # the base distribution's g++ with its --sysroot
         env = ccache_remote_env(base_dir=settings.home) if settings.ccache else {}
         jobs = settings.jobs
@@ -249,7 +249,7 @@ the command line and read by MXNet's own Makefile from config.mk) mean removing 
 still hits for every object whose compile command did not change."""
 
 
-def forget_submake_outputs(tree: Path, submake: list[str]) -> None:
+def forget_make_outputs(tree: Path, submake: list[str]) -> None:
     """Remove make's outputs (the sub-makes' and MXNet's own) when the flags changed (a stamp in the tree)."""
     stamp = tree / ".nntc-submake"
     wanted = "\n".join(submake) + "\n"

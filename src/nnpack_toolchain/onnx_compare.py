@@ -55,8 +55,8 @@ from .files import atomic_write_text
 from .model_zoo import MODELS, write_model
 from .runner import run
 from .settings import Settings
-from .target_env import PYTHON_RELEASE, PythonEnv, python_env
-from .targets import TARGETS, Target
+from .target_env import PYTHON_RELEASE, PythonEnv, host_venv, python_env
+from .targets import Target
 
 SCRIPTS = Path(__file__).parent / "target_scripts"
 ONNX_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn")
@@ -125,17 +125,8 @@ def run_script(env: PythonEnv, script: str, args: Sequence[str | Path], extra_en
 
 def export_env(settings: Settings, log_path: Path) -> PythonEnv:
     """A venv of the host's Python with PyPI mxnet 1.9.1, onnx and onnxruntime (x86-64), made once."""
-    root = settings.home / "envs" / "x86_64-pypi-mxnet-onnx"
-    stamp = " ".join(EXPORT_PACKAGES) + "\n"
-    if not ((root / ".complete").is_file() and (root / ".complete").read_text() == stamp):
-        if settings.offline:
-            raise ConfigurationError("exporting to ONNX needs PyPI once (mxnet, onnx, onnxruntime); run online")
-        shutil.rmtree(root, ignore_errors=True)
-        run([sys.executable, "-m", "venv", root], log_path=log_path, what="venv for the ONNX export")
-        run([root / "bin" / "python", "-m", "pip", "install", "-q", *EXPORT_PACKAGES], log_path=log_path,
-            what=f"pip install {' '.join(EXPORT_PACKAGES)}")
-        (root / ".complete").write_text(stamp)
-    return PythonEnv(TARGETS["x86_64"], None, root, root / "bin" / "python")
+    return host_venv(settings, "x86_64-pypi-mxnet-onnx", EXPORT_PACKAGES, log_path,
+                     offline_hint="exporting to ONNX needs PyPI once (mxnet, onnx, onnxruntime); run online")
 
 
 @dataclass(frozen=True)
@@ -209,21 +200,13 @@ def install_onnxruntime(env: PythonEnv, settings: Settings, log_path: Path) -> P
     """onnxruntime installed with the target Python's own pip into a site directory of its own (numpy is the
     release's; its other requirements, for tools this does not use, are left out)."""
     wheel = onnxruntime_wheel(env.target, env.release.python, settings, log_path)
-    site = settings.home / "onnx" / env.target.name / env.release.name / "ort-site"
-    stamp = site / ".nntc-wheel"
-    if not (stamp.is_file() and stamp.read_text() == wheel.name):
-        env.install_wheel(wheel, site, log_path)
-        stamp.write_text(wheel.name)
-    return site
+    return env.install_wheel_once(wheel, settings.home / "onnx" / env.target.name / env.release.name / "ort-site",
+                                  log_path)
 
 
 def install_mxnet(env: PythonEnv, wheel: Path, settings: Settings, log_path: Path) -> Path:
-    site = settings.home / "onnx" / env.target.name / env.release.name / "mxnet-site"
-    stamp = site / ".nntc-wheel"
-    if not (stamp.is_file() and stamp.read_text() == wheel.name):
-        env.install_wheel(wheel, site, log_path)
-        stamp.write_text(wheel.name)
-    return site
+    return env.install_wheel_once(wheel, settings.home / "onnx" / env.target.name / env.release.name / "mxnet-site",
+                                  log_path)
 
 
 def relative_errors(reference: Mapping[str, Any], ort: Mapping[str, Any], policy: str,

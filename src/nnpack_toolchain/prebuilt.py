@@ -52,11 +52,6 @@ def option_args(inputs: dict[str, str]) -> list[str]:
     return [arg for name, value in sorted(inputs.items()) for arg in ("-o", f"{REFERENCE.split('/')[0]}/*:{name}={value}")]
 
 
-def remotes(settings: Settings) -> list[str]:
-    """The enabled remotes of the toolchain's Conan home."""
-    return list(conan_config.configured_remotes(settings))
-
-
 # -- publishing -------------------------------------------------------------------------------------
 
 def stage(target: Target, settings: Settings, into: Path) -> None:
@@ -128,7 +123,7 @@ def use_prebuilt(target: Target, settings: Settings, config: ConfigureResult) ->
             if sha256_of(Path(previous.library)) == previous.library_sha256:
                 previous.up_to_date = True
                 return previous
-    names = remotes(settings)
+    names = list(conan_config.configured_remotes(settings))
     if settings.offline or not names:
         why = "--offline" if settings.offline else "no Conan remote is configured (invoke use-remote)"
         if policy == "require":

@@ -93,6 +93,14 @@ class PythonEnv:
         """pip install --target destination (fresh): the target's pip checks the wheel's tags."""
         self._pip_install(["--no-index", wheel], wheel.name, destination, log_path)
 
+    def install_wheel_once(self, wheel: Path, destination: Path, log_path: Path) -> Path:
+        """install_wheel unless `destination` already holds this very wheel (a stamp names it)."""
+        stamp = destination / ".nntc-wheel"
+        if not (stamp.is_file() and stamp.read_text() == wheel.name):
+            self.install_wheel(wheel, destination, log_path)
+            stamp.write_text(wheel.name)
+        return destination
+
     def install_from_index(self, requirement: str, index_url: str, destination: Path, log_path: Path) -> None:
         """pip install --index-url index_url requirement, as a board does from the team's index."""
         self._pip_install(["--index-url", index_url, requirement], f"{requirement} from {index_url}",
@@ -168,3 +176,19 @@ def precompile(env: PythonEnv, settings: Settings) -> None:
             if path.is_dir():
                 run([*argv, "-m", "compileall", "-q", jobs, "-s", env.root, "-p", "/", path],
                     log_path=step.log_path, what=f"compileall {path}")
+
+
+def host_venv(settings: Settings, name: str, packages: Sequence[str], log_path: Path, *, offline_hint: str) -> PythonEnv:
+    """A venv of the host's Python at <home>/envs/<name> with `packages` from PyPI, made once (remade
+    when the package list changes); offline and missing: a ConfigurationError with `offline_hint`."""
+    root = settings.home / "envs" / name
+    stamp = " ".join(packages) + "\n"
+    if not ((root / ".complete").is_file() and (root / ".complete").read_text() == stamp):
+        if settings.offline:
+            raise ConfigurationError(offline_hint)
+        shutil.rmtree(root, ignore_errors=True)
+        run([sys.executable, "-m", "venv", root], log_path=log_path, what=f"venv {name}")
+        run([root / "bin" / "python", "-m", "pip", "install", "-q", *packages], log_path=log_path,
+            what=f"pip install {' '.join(packages)}")
+        (root / ".complete").write_text(stamp)
+    return PythonEnv(TARGETS["x86_64"], None, root, root / "bin" / "python")
