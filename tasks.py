@@ -280,7 +280,8 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
             "onnxruntime": "x86-64: add an ONNX Runtime column (the networks exported with MXNet's own exporter, "
                            "run by PyPI's onnxruntime in the PyPI column's venv)",
             "import": "FILE: show a board's own run (python3 -m mxnet.nnpack_bench --json FILE) next to what "
-                      "this toolchain measured for its target; measures nothing (--arch: refuse another target's)"})
+                      "this toolchain measured for its target; measures nothing (--arch: refuse another target's)"},
+      auto_shortflags=False)  # long options only: invoke took '-' from "no-layers" as a short flag
 @reports_errors
 def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None, sweep="1,2,4", no_pypi=False,
           no_layers=False, memory=False, no_timing=False, count=False, onnxruntime=False, home=None, base=None,

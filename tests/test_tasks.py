@@ -98,3 +98,16 @@ def test_doctor_names_the_package_of_a_missing_tool(tmp_path):
     assert {tool for tool, state in found.items() if state == "missing"} == {"qemu-arm", "ninja"}
     assert "apt-get install qemu-user" in proc.stderr and "apt-get install ninja-build" in proc.stderr
     assert "fix: invoke setup" in proc.stderr
+
+
+def test_every_task_option_has_a_usable_flag():
+    """invoke picks short flags from an option's letters; it took '-' from "no-layers" (bench showed `--, --no-layers`)."""
+    sys.path.insert(0, str(REPO))
+    import tasks
+
+    from invoke import Task
+
+    broken = [(name, names) for name, task in vars(tasks).items() if isinstance(task, Task)
+              for names in (argument.names for argument in task.get_arguments())
+              if any(not flag.strip("-") or not flag[0].isalnum() for flag in names)]
+    assert not broken, broken
