@@ -57,13 +57,13 @@ def demo_spec(library: Path) -> WheelSpec:
                      native_libraries=(library,), summary="demo", license="BSD-2-Clause", readme="# demo\n")
 
 
-def compile_demo(target: Target, home: Settings, out: Path) -> Path:
+def compile_demo(target: Target, home: Settings, out: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     """The demo library, built like the real ones: the base distribution's compiler and glibc."""
     out.mkdir(parents=True, exist_ok=True)
     library = out / "libnntcdemo.so"
     compilers = ensure_compilers(target, home)
     subprocess.run([compilers.cc, *compilers.flags, *target.compiler_flags, "-shared", "-fPIC", "-fopenmp", "-O2",
-                    "-o", library, DEMO / "demo.c", "-lm"], check=True)
+                    "-o", library, DEMO / "demo.c", "-lm", *extra_flags], check=True)
     return library
 
 

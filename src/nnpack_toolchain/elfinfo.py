@@ -6,6 +6,11 @@ STREXD) and on AArch64/x86-64, but on older ARM cores or with some code patterns
 to `__atomic_load_8` and friends, which live in libatomic.so.1, not in libc. A library with such
 calls that does not list libatomic as NEEDED loads on a system where something else happened to
 load libatomic first and fails elsewhere ("undefined symbol: __atomic_load_8").
+
+Executable stacks: a library whose PT_GNU_STACK segment has PF_X (or that has none, as assembly
+without a `.note.GNU-stack` section gives) asks for an executable stack. glibc 2.41 (Debian 13)
+refuses to dlopen it ("cannot enable executable stack as shared object requires"); older glibc
+makes the whole process's stacks executable.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.descriptions import describe_e_machine
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import Segment
 
 from .targets import TARGETS
 
@@ -55,3 +61,13 @@ def unlinked_atomics(library: bytes) -> list[str]:
     if any(Path(name).name.startswith("libatomic") for name in needed):
         return []
     return sorted(undefined)
+
+
+PF_X = 0x1
+
+
+def requests_executable_stack(library: bytes) -> bool:
+    """Whether loading the library asks for an executable stack (PT_GNU_STACK with PF_X, or none)."""
+    elf = ELFFile(io.BytesIO(library))
+    stacks: list[Segment] = [s for s in elf.iter_segments() if s["p_type"] == "PT_GNU_STACK"]
+    return not stacks or any(s["p_flags"] & PF_X for s in stacks)

@@ -136,7 +136,9 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
         result.inputs_digest = digest
         result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution))
         result.save(result_path)
-        step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}"
+        step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}" + (
+            f"; executable-stack request cleared in {', '.join(Path(n).name for n in result.execstack_cleared)}"
+            if result.execstack_cleared else "")
     return result
 
 

@@ -30,7 +30,7 @@ from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from .elfinfo import describe_kind, elf_kind, unlinked_atomics
+from .elfinfo import describe_kind, elf_kind, requests_executable_stack, unlinked_atomics
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .runner import capture, run
@@ -74,6 +74,8 @@ class WheelResult:
     grafted: list[str] = field(default_factory=list)
     """Libraries auditwheel copied in from the target sysroot."""
     auditwheel_show: str = ""
+    execstack_cleared: list[str] = field(default_factory=list)
+    """Libraries whose executable-stack request was cleared (clear_executable_stacks)."""
     inputs_digest: str = ""
     sbom: str = ""
     """CycloneDX SBOM next to the wheel."""
@@ -229,6 +231,40 @@ def repair_wheel(wheel: Path, target: Target, sysroot: Path, out_dir: Path, log_
     return final
 
 
+def clear_executable_stacks(wheel: Path, log_path: Path) -> list[str]:
+    """Clear the executable-stack request of the wheel's libraries that make one; their names.
+
+    Debian 11's armhf OpenBLAS 0.3.13 (grafted by auditwheel) asks for an executable stack: its
+    armv6p assembly kernels lack a `.note.GNU-stack` section, not because code runs from the stack
+    (OpenBLAS adds the note since 0.3.21). glibc 2.41 (Debian 13, Raspberry Pi OS trixie) refuses
+    to load such a library, so `import mxnet` failed there. `patchelf --clear-execstack` changes
+    the flag in the wheel's copy, and the wheel is packed again (RECORD with the new hashes, same
+    entry order, modes and timestamps).
+    """
+    from wheel.wheelfile import WheelFile
+
+    with zipfile.ZipFile(wheel) as archive:
+        flagged = [n for n in archive.namelist() if NATIVE_LIBRARY.search(n)
+                   and requests_executable_stack(archive.read(n))]
+        if not flagged:
+            return []
+        with tempfile.TemporaryDirectory(prefix="nntc-execstack-", dir=wheel.parent) as tmp:
+            root = Path(tmp) / "tree"
+            for info in archive.infolist():
+                archive.extract(info, root)
+                if not info.is_dir():
+                    os.chmod(root / info.filename, (info.external_attr >> 16) & 0o777)
+            for name in flagged:
+                run(["patchelf", "--clear-execstack", root / name], log_path=log_path, error=VerificationError,
+                    what=f"patchelf --clear-execstack {name}")
+            repacked = Path(tmp) / wheel.name
+            os.environ.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch()))
+            with WheelFile(repacked, "w") as out:
+                out.write_files(str(root))
+            os.replace(repacked, wheel)
+    return flagged
+
+
 def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> tuple[str, str, list[str], str]:
     """Check the tag and auditwheel's view; return (platform tag, manylinux floor, grafted libraries, show)."""
     _, _, _, tags = parse_wheel_filename(wheel.name)
@@ -250,7 +286,11 @@ def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> 
     with zipfile.ZipFile(wheel) as archive:
         grafted = sorted(Path(n).name for n in archive.namelist() if ".libs/" in n and not n.endswith("/"))
         for name in (n for n in archive.namelist() if NATIVE_LIBRARY.search(n)):
-            calls = unlinked_atomics(archive.read(name))
+            library = archive.read(name)
+            if requests_executable_stack(library):
+                raise VerificationError(f"{name} asks for an executable stack: glibc 2.41 and later refuse to load "
+                                        "it; clear the flag (patchelf --clear-execstack)", log_path=log_path)
+            calls = unlinked_atomics(library)
             if calls:
                 raise VerificationError(
                     f"{name} calls {', '.join(calls[:3])} (64-bit atomics) but does not link libatomic, so it "
@@ -265,12 +305,13 @@ def build_wheel(spec: WheelSpec, target: Target, sysroot: Path, out_dir: Path, l
     with tempfile.TemporaryDirectory(prefix=".nntc-raw-", dir=out_dir) as tmp:
         raw = assemble_wheel(spec, target, Path(tmp), log_path)
         repaired = repair_wheel(raw, target, sysroot, Path(tmp), log_path)
+        cleared = clear_executable_stacks(repaired, log_path)
         platform_tag, floor, grafted, show = verify_wheel(repaired, target, sysroot, log_path)
         final = out_dir / repaired.name
         os.replace(repaired, final)
     return WheelResult(target=target.name, wheel=str(final), wheel_sha256=sha256_of(final),
                        wheel_size=final.stat().st_size, platform_tag=platform_tag, manylinux_floor=floor,
-                       grafted=grafted, auditwheel_show=show)
+                       grafted=grafted, auditwheel_show=show, execstack_cleared=cleared)
 
 
 def digest_of(*parts: str | Path) -> str:
