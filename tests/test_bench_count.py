@@ -372,6 +372,7 @@ def test_run_count_end_to_end_with_a_fake_qemu(tmp_path: Path, monkeypatch: pyte
     assert len(results["shapes"]) == 12 and len(results["layers"]) == 21
     saved = json.loads(Path(results["json"]).read_text())
     assert saved["networks"][0]["insns_per_image"] == row["insns_per_image"]
+    assert "partial" not in saved and saved["finished"]
     assert Path(results["json"]).name == "count-arm64.json"
     assert [Path(p).name for p in results["plots"]] == ["count-arm64-networks.png", "count-arm64-layers.png"]
     assert all(Path(p).stat().st_size > 10_000 for p in results["plots"])
@@ -396,6 +397,29 @@ def test_a_network_whose_calls_do_not_match_is_refused(tmp_path: Path, monkeypat
         bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
                               Path("mxnet.whl"), "abc", CountOptions(networks=("alexnet",), batches=(1,), layers=False),
                               tmp_path / "bench", tmp_path / "log", NoNNPACK())
+
+
+def test_an_interrupted_run_leaves_what_it_counted_marked_partial(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole table takes hours: a run stopped after a network keeps that network's row on disk."""
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+
+    class FailsOnAlexNet(FakeQemu):
+        def __call__(self, argv, settings, **kwargs):
+            if any("alexnet" in str(a) for a in argv):
+                raise VerificationError("stopped")
+            return super().__call__(argv, settings, **kwargs)
+
+    with pytest.raises(VerificationError, match="stopped"):
+        bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
+                              Path("mxnet.whl"), "abc",
+                              CountOptions(networks=("resnet18", "alexnet"), batches=(1,), layers=False),
+                              tmp_path / "bench", tmp_path / "log", FailsOnAlexNet())
+    saved = json.loads((tmp_path / "bench" / "count-arm64.json").read_text())
+    assert saved["partial"] is True and "finished" not in saved
+    assert [r["network"] for r in saved["networks"]] == ["resnet18"]
+    flops = sum(layer.shape.flops_per_image for layer in conv_layers("resnet18", 1))
+    assert saved["networks"][0]["insns_per_image"][MXNET] == pytest.approx(3.0 * flops)
 
 
 def test_count_needs_an_emulated_target(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     }
     shape_counts: dict[ConvShape, dict[str, Measured]] = {}
     first_cell: Cell | None = None
+    json_path = bench_dir / f"count-{target.name}.json"
     for network in options.networks:
         flops = network_flops_per_image(network)
         for batch in options.batches:
@@ -125,18 +126,15 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
             if options.layers:
                 row["auto_choices"] = {layer.name: choices[layer.shape] for layer in layers}
             results["networks"].append(row)
-    results["shapes"] = [{"shape": asdict(shape), "flops_per_image": shape.flops_per_image,
-                          "nnpack": nnpack_rejects(shape) or "eligible",
-                          "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
-                          "forks": {n: fork_json(m) for n, m in per.items()},
-                          "seconds": runner.run_cell(layer_cell(shape))["seconds"]}
-                         for shape, per in shape_counts.items()]
+            results["shapes"] = shapes_json(runner, shape_counts)
+            # what is counted so far, readable while (or if never) the rest is counted
+            atomic_write_text(json_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+    results["shapes"] = shapes_json(runner, shape_counts)
     if first_cell is None and shape_counts:
         first_cell = layer_cell(next(iter(shape_counts)))
     if first_cell is not None:
         results["repeat"] = repeat_check(runner, first_cell)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    json_path = bench_dir / f"count-{target.name}.json"
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     results["json"] = str(json_path)
     results["plots"] = [str(p) for p in plot_counts(results, bench_dir)]
@@ -146,6 +144,14 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                                 f"{repeat['largest_difference']:.3%} apart (more than {REPEAT_TOLERANCE:.1%}): counts "
                                 f"are not repeatable here; see {json_path}", log_path=log_path)
     return results
+
+
+def shapes_json(runner: CellRunner, shape_counts: Mapping[ConvShape, Mapping[str, Measured]]) -> list[dict[str, Any]]:
+    return [{"shape": asdict(shape), "flops_per_image": shape.flops_per_image, "nnpack": nnpack_rejects(shape) or "eligible",
+             "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
+             "forks": {n: fork_json(m) for n, m in per.items()},
+             "seconds": runner.run_cell(layer_cell(shape))["seconds"]}
+            for shape, per in shape_counts.items()]
 
 
 def fork_json(m: Measured) -> dict[str, Any]:
