@@ -47,12 +47,20 @@ def load(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[dict[str, An
     return counts, onnx
 
 
+UNFINISHED = "unfinished"
+"""A column set on cells from an interrupted run's count-<target>.partial.json (no repeat check yet)."""
+
+
 def rows(counts: list[dict[str, Any]], onnx: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, float]]:
     """(target, network, batch) -> column -> instructions per image; later files win."""
     table: dict[tuple[str, str, int], dict[str, float]] = {}
     for result in counts:
         for r in result["networks"]:
-            table.setdefault((result["target"], r["network"], r["batch"]), {}).update(r["insns_per_image"])
+            cell = table.setdefault((result["target"], r["network"], r["batch"]), {})
+            cell.update(r["insns_per_image"])
+            cell.pop(UNFINISHED, None)
+            if result.get("partial"):
+                cell[UNFINISHED] = 1.0
     for result in onnx:
         for cell in result["cells"]:
             if cell.get("count") and not cell.get("failures"):
@@ -82,7 +90,8 @@ def markdown_table(table: Mapping[tuple[str, str, int], Mapping[str, float]]) ->
         never, best, ort = c.get(MXNET), c.get(BEST), c.get("ONNX Runtime")
         ratio = f"{never / best:.2f}x" if never and best else "-"
         ort_ratio = f"{never / ort:.2f}x" if never and ort else "-"
-        lines.append(f"| {target} | {network} | {batch} | {_m(never)} | {_m(c.get(ALWAYS))} | {_m(best)} | {_m(ort)} "
+        mark = " (unfinished run)" if UNFINISHED in c else ""
+        lines.append(f"| {target}{mark} | {network} | {batch} | {_m(never)} | {_m(c.get(ALWAYS))} | {_m(best)} | {_m(ort)} "
                      f"| {ratio} | {ort_ratio} |")
     return "\n".join(lines)
 
@@ -96,7 +105,7 @@ def goals(table: Mapping[tuple[str, str, int], Mapping[str, float]], counts: lis
                 ratio = c[MXNET] / c[BEST]
                 verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
                 out.append(f"- {target} {network} batch 1: MXNet / NNPACK = {ratio:.2f}x (goal {GOAL_RATIO:g}x): "
-                           f"{verdict}")
+                           f"{verdict}" + (" (from an unfinished run)" if UNFINISHED in c else ""))
             else:
                 out.append(f"- {target} {network} batch 1: not measured")
         layers = [r for r in layer_rows(counts, "vgg16", 1, target) if r["shape"].split(", ")[1].startswith("3x3")]

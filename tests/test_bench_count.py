@@ -373,6 +373,7 @@ def test_run_count_end_to_end_with_a_fake_qemu(tmp_path: Path, monkeypatch: pyte
     saved = json.loads(Path(results["json"]).read_text())
     assert saved["networks"][0]["insns_per_image"] == row["insns_per_image"]
     assert "partial" not in saved and saved["finished"]
+    assert not (Path(results["json"]).parent / "count-arm64.partial.json").exists()
     assert Path(results["json"]).name == "count-arm64.json"
     assert [Path(p).name for p in results["plots"]] == ["count-arm64-networks.png", "count-arm64-layers.png"]
     assert all(Path(p).stat().st_size > 10_000 for p in results["plots"])
@@ -415,7 +416,8 @@ def test_an_interrupted_run_leaves_what_it_counted_marked_partial(tmp_path: Path
                               Path("mxnet.whl"), "abc",
                               CountOptions(networks=("resnet18", "alexnet"), batches=(1,), layers=False),
                               tmp_path / "bench", tmp_path / "log", FailsOnAlexNet())
-    saved = json.loads((tmp_path / "bench" / "count-arm64.json").read_text())
+    assert not (tmp_path / "bench" / "count-arm64.json").exists()  # a complete file from before would stay
+    saved = json.loads((tmp_path / "bench" / "count-arm64.partial.json").read_text())
     assert saved["partial"] is True and "finished" not in saved
     assert [r["network"] for r in saved["networks"]] == ["resnet18"]
     flops = sum(layer.shape.flops_per_image for layer in conv_layers("resnet18", 1))

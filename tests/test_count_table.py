@@ -73,3 +73,23 @@ def test_a_file_of_another_kind_is_refused_in_one_line(tmp_path):
         count_table.main([str(write(tmp_path, "report.json", {"targets": {}}))])
     with pytest.raises(SystemExit, match="no such file"):
         count_table.main([str(tmp_path / "missing.json")])
+
+
+def test_cells_of_an_unfinished_run_are_marked(tmp_path, capsys):
+    partial = {**count_result("armv7", [network("resnet18", 1, 900e6, 850e6, 300e6)]), "partial": True}
+    count_table.main([str(write(tmp_path, "count-armv7.partial.json", partial))])
+    out = capsys.readouterr().out
+    assert "| armv7 (unfinished run) | resnet18 | 1 |" in out
+    assert "MXNet / NNPACK = 3.00x (goal 2x): met (from an unfinished run)" in out
+
+
+def test_the_kept_arm64_resnet18_result_reads_as_the_readme_says():
+    """The format of a real count result (benchmarks/results), not one written for the test."""
+    kept = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mxnet-count-arm64-resnet18-batch1.json"
+    counts, onnx = count_table.load([kept])
+    table = count_table.rows(counts, onnx)
+    cell = table[("arm64", "resnet18", 1)]
+    # README, "Instruction counts on ARM": 858.1 M (MXNet), 843.9 M (always), 510.8 M (auto from counts)
+    assert round(cell["MXNet"] / 1e6, 1) == 858.1 and round(cell["NNPACK always"] / 1e6, 1) == 843.9
+    assert round(cell["NNPACK auto (counts)"] / 1e6, 1) == 510.8
+    assert count_table.goals(table, counts)[1] == "- arm64 resnet18 batch 1: MXNet / NNPACK = 1.68x (goal 2x): NOT met"

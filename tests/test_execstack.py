@@ -3,12 +3,16 @@ wheel, and the wheel still loads on Debian 13 (armv7, as Debian 11's armhf OpenB
 
 from __future__ import annotations
 
+import io
 import shutil
+import struct
 import subprocess
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from nnpack_toolchain.configure import BUILD_SYSROOT_PACKAGES
 from nnpack_toolchain.distros import DISTRIBUTIONS
@@ -43,7 +47,10 @@ def test_the_executable_stack_request_is_read_from_the_program_headers(tmp_path:
 
 
 def make_wheel(tmp_path: Path, libraries: dict[str, Path]) -> Path:
-    from wheel.wheelfile import WheelFile
+    """A wheel written as auditwheel writes one (its own dir2zip after rewrite_record): directory
+    entries, the files' own modes, RECORD last; not by the code under test's packer."""
+    from auditwheel.tools import dir2zip
+    from auditwheel.wheeltools import rewrite_record
 
     tree = tmp_path / "tree"
     (tree / "demo").mkdir(parents=True)
@@ -57,13 +64,14 @@ def make_wheel(tmp_path: Path, libraries: dict[str, Path]) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
     (info / "WHEEL").write_text("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
                                 "Tag: py3-none-linux_x86_64\n")
+    rewrite_record(tree)
+    (info / "RECORD").chmod(0o600)
     wheel = tmp_path / "demo-1.0-py3-none-linux_x86_64.whl"
-    with WheelFile(wheel, "w") as out:
-        out.write_files(str(tree))
+    dir2zip(tree, wheel, zipfile.ZIP_DEFLATED, datetime(2022, 5, 10, tzinfo=timezone.utc))
     return wheel
 
 
-def test_clearing_changes_only_the_flagged_library_and_keeps_record_and_modes(tmp_path: Path, monkeypatch) -> None:
+def test_clearing_changes_only_the_flagged_library_and_keeps_every_entry(tmp_path: Path, monkeypatch) -> None:
     from wheel.wheelfile import WheelFile
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1652140800")
@@ -71,20 +79,40 @@ def test_clearing_changes_only_the_flagged_library_and_keeps_record_and_modes(tm
     plain = host_library(tmp_path, "libplain.so", "-Wl,-z,noexecstack")
     wheel = make_wheel(tmp_path, {"demo.libs/libasks.so": asks, "demo/libplain.so": plain})
     with zipfile.ZipFile(wheel) as before:
-        old = {i.filename: (i.external_attr, i.date_time, before.read(i)) for i in before.infolist()}
+        old = {i.filename: (i.external_attr, i.date_time, i.compress_type, before.read(i)) for i in before.infolist()}
+    assert any(name.endswith("/") for name in old), "the input has no directory entries to keep"
 
     assert clear_executable_stacks(wheel, tmp_path / "log") == ["demo.libs/libasks.so"]
 
-    with WheelFile(wheel) as after:  # reading checks every entry against RECORD's sha256
-        new = {i.filename: (i.external_attr, i.date_time, after.read(i.filename)) for i in after.infolist()}
+    with WheelFile(wheel) as after:  # reading checks every file against RECORD's sha256 and size
+        new = {i.filename: (i.external_attr, i.date_time, i.compress_type, after.read(i.filename))
+               for i in after.infolist()}
     assert list(new) == list(old), "entries or their order changed"
-    changed = sorted(name for name in new if new[name][2] != old[name][2])
+    changed = sorted(name for name in new if new[name][3] != old[name][3])
     assert changed == ["demo-1.0.dist-info/RECORD", "demo.libs/libasks.so"]
-    assert all(new[n][:2] == old[n][:2] for n in new), "modes or timestamps changed"
-    assert not requests_executable_stack(new["demo.libs/libasks.so"][2])
+    assert all(new[n][:3] == old[n][:3] for n in new), "modes, timestamps or compression changed"
+    assert not requests_executable_stack(new["demo.libs/libasks.so"][3])
+    old_record, new_record = (r[3].decode().splitlines() for r in (old["demo-1.0.dist-info/RECORD"],
+                                                                   new["demo-1.0.dist-info/RECORD"]))
+    assert [a == b for a, b in zip(old_record, new_record)].count(False) == 1, "only the library's line changes"
     again = wheel.read_bytes()
     assert clear_executable_stacks(wheel, tmp_path / "log") == []
     assert wheel.read_bytes() == again, "a wheel with nothing to clear was rewritten"
+
+
+def test_no_stack_header_means_executable_except_on_aarch64(tmp_path: Path) -> None:
+    """Assembly without .note.GNU-stack gives no PT_GNU_STACK: glibc's default stack is executable on
+    x86-64 and ARMv7, not on AArch64."""
+    library = host_library(tmp_path, "libplain.so", "-Wl,-z,noexecstack").read_bytes()
+    elf = ELFFile(io.BytesIO(library))
+    offset = elf.header["e_phoff"] + next(i for i, seg in enumerate(elf.iter_segments())
+                                          if seg["p_type"] == "PT_GNU_STACK") * elf.header["e_phentsize"]
+    without = bytearray(library)
+    without[offset:offset + 4] = struct.pack("<I", 0x6474E552)  # PT_GNU_STACK -> PT_GNU_RELRO's type: no stack header
+    assert requests_executable_stack(bytes(without))
+    aarch64 = bytearray(without)
+    aarch64[18:20] = struct.pack("<H", 183)  # e_machine EM_AARCH64
+    assert not requests_executable_stack(bytes(aarch64))
 
 
 @pytest.mark.network

@@ -88,6 +88,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     shape_counts: dict[ConvShape, dict[str, Measured]] = {}
     first_cell: Cell | None = None
     json_path = bench_dir / f"count-{target.name}.json"
+    partial_path = bench_dir / f"count-{target.name}.partial.json"  # a complete json_path stays until replaced
     for network in options.networks:
         flops = network_flops_per_image(network)
         for batch in options.batches:
@@ -128,7 +129,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
             results["networks"].append(row)
             results["shapes"] = shapes_json(runner, shape_counts)
             # what is counted so far, readable while (or if never) the rest is counted
-            atomic_write_text(json_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+            atomic_write_text(partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
     results["shapes"] = shapes_json(runner, shape_counts)
     if first_cell is None and shape_counts:
         first_cell = layer_cell(next(iter(shape_counts)))
@@ -136,6 +137,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
         results["repeat"] = repeat_check(runner, first_cell)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    partial_path.unlink(missing_ok=True)
     results["json"] = str(json_path)
     results["plots"] = [str(p) for p in plot_counts(results, bench_dir)]
     repeat = results.get("repeat")

@@ -67,7 +67,10 @@ PF_X = 0x1
 
 
 def requests_executable_stack(library: bytes) -> bool:
-    """Whether loading the library asks for an executable stack (PT_GNU_STACK with PF_X, or none)."""
+    """Whether loading the library asks for an executable stack: PT_GNU_STACK with PF_X, or no
+    PT_GNU_STACK where glibc's default stack is executable (every target here but AArch64)."""
     elf = ELFFile(io.BytesIO(library))
     stacks: list[Segment] = [s for s in elf.iter_segments() if s["p_type"] == "PT_GNU_STACK"]
-    return not stacks or any(s["p_flags"] & PF_X for s in stacks)
+    if not stacks:
+        return elf.header["e_machine"] != "EM_AARCH64"
+    return any(s["p_flags"] & PF_X for s in stacks)

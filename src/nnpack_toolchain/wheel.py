@@ -15,8 +15,11 @@ libnnpack.so); the tests feed it a small library of the project's own.
 
 from __future__ import annotations
 
+import base64
+import csv
 import email.message
 import hashlib
+import io
 import json
 import os
 import re
@@ -238,31 +241,43 @@ def clear_executable_stacks(wheel: Path, log_path: Path) -> list[str]:
     armv6p assembly kernels lack a `.note.GNU-stack` section, not because code runs from the stack
     (OpenBLAS adds the note since 0.3.21). glibc 2.41 (Debian 13, Raspberry Pi OS trixie) refuses
     to load such a library, so `import mxnet` failed there. `patchelf --clear-execstack` changes
-    the flag in the wheel's copy, and the wheel is packed again (RECORD with the new hashes, same
-    entry order, modes and timestamps).
+    the flag in the wheel's copy; the wheel is written again entry by entry with each entry's own
+    ZipInfo (order, directories, modes, timestamps, compression), only those libraries' bytes and
+    their RECORD lines changed.
     """
-    from wheel.wheelfile import WheelFile
-
     with zipfile.ZipFile(wheel) as archive:
         flagged = [n for n in archive.namelist() if NATIVE_LIBRARY.search(n)
                    and requests_executable_stack(archive.read(n))]
         if not flagged:
             return []
+        record_name = next(n for n in archive.namelist() if n.endswith(".dist-info/RECORD"))
+        patched: dict[str, bytes] = {}
         with tempfile.TemporaryDirectory(prefix="nntc-execstack-", dir=wheel.parent) as tmp:
-            root = Path(tmp) / "tree"
-            for info in archive.infolist():
-                archive.extract(info, root)
-                if not info.is_dir():
-                    os.chmod(root / info.filename, (info.external_attr >> 16) & 0o777)
             for name in flagged:
-                run(["patchelf", "--clear-execstack", root / name], log_path=log_path, error=VerificationError,
+                copy = Path(tmp) / Path(name).name
+                copy.write_bytes(archive.read(name))
+                run(["patchelf", "--clear-execstack", copy], log_path=log_path, error=VerificationError,
                     what=f"patchelf --clear-execstack {name}")
+                patched[name] = copy.read_bytes()
+            patched[record_name] = record_with(archive.read(record_name), patched)
             repacked = Path(tmp) / wheel.name
-            os.environ.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch()))
-            with WheelFile(repacked, "w") as out:
-                out.write_files(str(root))
+            with zipfile.ZipFile(repacked, "w") as out:
+                for info in archive.infolist():
+                    out.writestr(info, patched[info.filename] if info.filename in patched else archive.read(info))
             os.replace(repacked, wheel)
     return flagged
+
+
+def record_with(record: bytes, changed: dict[str, bytes]) -> bytes:
+    """RECORD (PEP 376/427 CSV) with the hash and size of the changed files replaced."""
+    rows = list(csv.reader(io.StringIO(record.decode())))
+    for row in rows:
+        if row and row[0] in changed:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(changed[row[0]]).digest()).rstrip(b"=").decode()
+            row[1:3] = [f"sha256={digest}", str(len(changed[row[0]]))]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue().encode()
 
 
 def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> tuple[str, str, list[str], str]:
@@ -288,8 +303,9 @@ def verify_wheel(wheel: Path, target: Target, sysroot: Path, log_path: Path) -> 
         for name in (n for n in archive.namelist() if NATIVE_LIBRARY.search(n)):
             library = archive.read(name)
             if requests_executable_stack(library):
-                raise VerificationError(f"{name} asks for an executable stack: glibc 2.41 and later refuse to load "
-                                        "it; clear the flag (patchelf --clear-execstack)", log_path=log_path)
+                raise VerificationError(f"{name} still asks for an executable stack after patchelf --clear-execstack "
+                                        "(glibc 2.41 and later refuse to load it): a toolchain bug, see the log",
+                                        log_path=log_path)
             calls = unlinked_atomics(library)
             if calls:
                 raise VerificationError(
