@@ -258,7 +258,7 @@ def plot_counts(results: Mapping[str, Any], directory: Path) -> list[Path]:
             axis.set_ylabel("guest instructions per image")
             axis.set_title(f"batch {batch}")
             axis.legend()
-        figure.suptitle(f"MXNet 1.9.1 inference, {target} under QEMU, single-threaded: instructions per image")
+        figure.suptitle(f"MXNet 1.9.1 inference, {target} under QEMU, single-threaded:\ninstructions per image")
         written.append(save_figure(figure, plt, directory / f"count-{target}-networks.png"))
     layers = results["layers"]
     if layers:

@@ -15,23 +15,29 @@ from rich.markup import escape
 from .errors import ConfigurationError, ToolchainError
 from .local_source import check_source_names
 from .log import console
+from .procgroup import Terminated, sigterm_unwinds
 from .settings import Settings, default_home, parse_local_sources, source_date_epoch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_errors(func: F) -> F:
-    """Expected failures print one line (plus the log path) and exit with their code."""
+    """Expected failures print one line (plus the log path) and exit with their code; SIGTERM unwinds
+    like Ctrl-C (tools started with procgroup.run_group are stopped, group and all) and exits 143."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with sigterm_unwinds():
+                return func(*args, **kwargs)
         except ToolchainError as error:
             console.print(f"[bold red]error:[/bold red] {escape(error.message)}")
             if error.log_path:
                 console.print(f"full log: {error.log_path}")
             sys.exit(error.exit_code)
+        except Terminated:
+            console.print("[bold red]stopped:[/bold red] SIGTERM; the tools it ran were stopped with it")
+            sys.exit(Terminated.exit_code)
 
     return wrapper  # type: ignore[return-value]
 

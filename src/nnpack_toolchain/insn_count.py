@@ -36,6 +36,7 @@ from . import log
 from .doctor import missing_libraries
 from .errors import BuildError, ConfigurationError, MissingToolError, SourceError, ToolchainError
 from .locks import exclusive
+from .procgroup import run_group
 from .runner import run
 from .settings import Settings
 from .sources import DEBIAN_KEYRING, private_apt_config, system_debian_mirror
@@ -234,8 +235,8 @@ def run_counted(command: Sequence[str | os.PathLike[str]], settings: Settings, *
         qemu_log = Path(tmp) / "qemu.log"
         argv = counted_argv(command, plugin, qemu_log, inline=inline)
         try:
-            proc = subprocess.run(argv, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
-                                  text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
+            proc = run_group(argv, env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
+                             text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise MissingToolError({argv[0]: QEMU_USER}) from exc
         except subprocess.TimeoutExpired as exc:

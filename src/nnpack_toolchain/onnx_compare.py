@@ -53,6 +53,7 @@ from . import insn_count, log
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .model_zoo import MODELS, write_model
+from .procgroup import run_group
 from .runner import run
 from .settings import Settings
 from .target_env import PYTHON_RELEASE, PythonEnv, host_venv, python_env
@@ -284,9 +285,9 @@ def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Ma
         qemu_log = Path(tmp) / "qemu.log"
         argv = insn_count.counted_argv(command, plugin, qemu_log)
         try:
-            proc = subprocess.run(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
-                                  capture_output=True, text=True, errors="replace", timeout=7200,
-                                  stdin=subprocess.DEVNULL)
+            proc = run_group(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
+                             capture_output=True, text=True, errors="replace", timeout=7200,
+                             stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise insn_count.MissingToolError({argv[0]: insn_count.QEMU_USER}) from exc
         plugin_out = qemu_log.read_text(errors="replace") if qemu_log.is_file() else ""

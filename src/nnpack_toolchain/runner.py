@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import BuildError, ToolchainError
+from .procgroup import run_group
 
 FOLLOW_POLL_SECONDS = 0.25
 
@@ -96,7 +97,7 @@ def run(
         tail = _start_following(progress, args, cwd, full_env, log_path, start)
         ok = False
         try:  # output streams into the log file, so a long build can be followed with tail -f
-            proc = subprocess.run(
+            proc = run_group(
                 args,
                 cwd=cwd,
                 env=full_env,

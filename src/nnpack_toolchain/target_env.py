@@ -26,6 +26,7 @@ from . import log
 from .distros import DISTRIBUTIONS, Distribution
 from .emulator import qemu_for
 from .errors import ConfigurationError, ToolchainError
+from .procgroup import run_group
 from .runner import run
 from .settings import Settings
 from .sysroot import build_sysroot
@@ -86,8 +87,8 @@ class PythonEnv:
     def run(self, args: Sequence[str | os.PathLike[str]], *, extra_env: Mapping[str, str] | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Run the target's Python with args; output captured (the caller decides what is a failure)."""
-        return subprocess.run([*self.argv, *map(str, args)], env=self.environment(extra_env), capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return run_group([*self.argv, *map(str, args)], env=self.environment(extra_env), capture_output=True,
+                         text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def install_wheel(self, wheel: Path, destination: Path, log_path: Path) -> None:
         """pip install --target destination (fresh): the target's pip checks the wheel's tags."""
