@@ -331,6 +331,7 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
             continue
         if results["networks"]:
             console.print(benchmark.network_table(results))
+            console.print(benchmark.spread_table(results))
         if results["layers"]:
             console.print(benchmark.layer_table(results))
             console.print(benchmark.choices_table(results))

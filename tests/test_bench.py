@@ -27,9 +27,14 @@ def render(table) -> str:
 def test_records_are_parsed_and_the_pypi_column_merged() -> None:
     output = "noise\nRESULT " + json.dumps(record("vgg16", 1, 2.0, 4.0, 6.0)) + "\n"
     records = bench.parse_records(output)
-    bench.merge_pypi(records, {"network": "vgg16", "batch": 1, "seconds": {"pypi": 0.2},
-                               "images_per_second": {"pypi": 5.0}})
+    bench.merge_column(records, {"network": "vgg16", "batch": 1, "seconds": {"pypi": 0.2},
+                                 "images_per_second": {"pypi": 5.0}, "images_per_second_range": {"pypi": [4.0, 6.0]},
+                                 "samples": {"pypi": [0.25, 0.2, 1 / 6]}}, "pypi")
+    bench.merge_column(records, {"network": "alexnet", "batch": 1, "seconds": {"pypi": 9.0},
+                                 "images_per_second": {"pypi": 9.0}}, "pypi")  # no such row: nothing merged
     assert records[0]["images_per_second"] == {"never": 2.0, "always": 4.0, "auto": 6.0, "pypi": 5.0}
+    assert records[0]["images_per_second_range"]["pypi"] == [4.0, 6.0]
+    assert records[0]["samples"]["pypi"] == [0.25, 0.2, 1 / 6]
 
 
 def test_network_table_shows_ratios_against_mxnet() -> None:
@@ -97,3 +102,16 @@ def test_qemu_correctness_checks_fail_on_a_difference_or_no_nnpack() -> None:
     assert bench.check_failures([bad]) == ["alexnet batch 1: max rel. difference 2.0e-01"]
     idle = {**good, "nnpack_calls": {"convolution": 0}}
     assert bench.check_failures([idle]) == ["no convolution ran on NNPACK"]
+
+
+def test_spread_table_shows_every_column_measured_and_rss_only_when_there(tmp_path: Path) -> None:
+    row = record("vgg16", 1, 2.0, 4.0, 6.0)
+    row["images_per_second_range"] = {"never": [1.5, 2.5], "always": [3.0, 4.5], "auto": [5.0, 7.0],
+                                      "pypi": [8.25, 9.75]}
+    results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2, "iterations": 5, "networks": [row]}
+    text = render(bench.spread_table(results))
+    assert "spread of 5 passes" in text and "8.25-9.75" in text and "PyPI mxnet" in text
+    assert "ONNX Runtime" not in text and "peak RSS" not in text
+    row["peak_rss_bytes"] = 300 << 20
+    assert "300" in render(bench.spread_table(results))
+    assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0  # error bars from the ranges

@@ -208,7 +208,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
                     pypi_site.mkdir(parents=True, exist_ok=True)
                     for record in run_script(upstream, pypi_site, [*common, "--batches", batches, "--policies", "pypi"],
                                              {"OMP_NUM_THREADS": str(options.threads)}, step.log_path, "PyPI mxnet"):
-                        merge_pypi(results["networks"], record)
+                        merge_column(results["networks"], record, "pypi")
                 if options.onnxruntime and target.name == "x86_64":
                     add_onnxruntime_column(results, settings, options, step.log_path)
                 if options.layers:
@@ -245,11 +245,17 @@ def check_failures(checks: list[dict[str, Any]]) -> list[str]:
     return failures
 
 
-def merge_pypi(records: list[dict[str, Any]], pypi: dict[str, Any]) -> None:
+TIMING_FIELDS = ("seconds", "images_per_second", "images_per_second_range", "samples")
+"""What a network record holds per column (bench_models.timing_fields)."""
+
+
+def merge_column(records: list[dict[str, Any]], other: dict[str, Any], column: str) -> None:
+    """Add another run's column (PyPI mxnet, ONNX Runtime) to the record of the same network and batch."""
     for record in records:
-        if record["network"] == pypi["network"] and record["batch"] == pypi["batch"]:
-            record["seconds"]["pypi"] = pypi["seconds"]["pypi"]
-            record["images_per_second"]["pypi"] = pypi["images_per_second"]["pypi"]
+        if record["network"] == other["network"] and record["batch"] == other["batch"]:
+            for name in TIMING_FIELDS:
+                if column in other.get(name, {}):
+                    record.setdefault(name, {})[column] = other[name][column]
 
 
 def add_onnxruntime_column(results: dict[str, Any], settings: Settings, options: BenchOptions,
@@ -259,7 +265,7 @@ def add_onnxruntime_column(results: dict[str, Any], settings: Settings, options:
 
     for record in onnx_compare.timing_records(settings, options.networks, options.batches, options.iterations,
                                               options.threads, log_path):
-        onnx_compare.merge_timing(results["networks"], record)
+        merge_column(results["networks"], record, "onnxruntime")
 
 
 def network_table(results: dict[str, Any]) -> Table:
@@ -344,9 +350,14 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     for axis, network in zip(axes[0], networks):
         rows = [r for r in results["networks"] if r["network"] == network]
         for policy in (*POLICIES, "pypi", "onnxruntime"):
-            points = [(r["batch"], r["images_per_second"][policy]) for r in rows if policy in r["images_per_second"]]
+            points = [(r["batch"], r["images_per_second"][policy], (r.get("images_per_second_range") or {}).get(policy))
+                      for r in rows if policy in r["images_per_second"]]
             if points:
-                axis.plot(*zip(*points), marker="o", label=POLICY_LABELS[policy])
+                xs, ys, spreads = zip(*points)
+                # error bars: the lowest and highest pass (older results kept only the median)
+                bars = None if None in spreads else [[y - s[0] for y, s in zip(ys, spreads)],
+                                                     [s[1] - y for y, s in zip(ys, spreads)]]
+                axis.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=POLICY_LABELS[policy])
         axis.set_xscale("log", base=2)
         axis.set_title(network)
         axis.set_xlabel("batch size")
@@ -395,17 +406,20 @@ def load_import(path: Path, arch: str | None = None) -> dict[str, Any]:
     return data
 
 
-def spread_table(imported: dict[str, Any]) -> Table:
-    """The board's lowest-highest images/sec of its timed passes per policy, and each cell's peak RSS."""
-    table = Table(title=escape(f"spread of {imported.get('iterations')} passes (images/sec, lowest-highest) and "
-                               "peak RSS per cell (one process each)"), title_justify="left")
-    for column in ("network", "batch", *(POLICY_LABELS[p] for p in POLICIES), "peak RSS (MiB)"):
+def spread_table(results: dict[str, Any]) -> Table:
+    """The lowest-highest images/sec of the timed passes per column, and (a board's run) each cell's peak RSS."""
+    rows = results["networks"]
+    columns = [p for p in POLICY_LABELS if any(p in (r.get("images_per_second_range") or {}) for r in rows)]
+    rss = any(r.get("peak_rss_bytes") for r in rows)
+    table = Table(title=escape(f"spread of {results.get('iterations')} passes (images/sec, lowest-highest)"
+                               + (" and peak RSS per cell (one process each)" if rss else "")), title_justify="left")
+    for column in ("network", "batch", *(POLICY_LABELS[p] for p in columns), *(["peak RSS (MiB)"] if rss else [])):
         table.add_column(column, justify="left" if column == "network" else "right")
-    for r in imported["networks"]:
+    for r in rows:
         spread = r.get("images_per_second_range") or {}
         table.add_row(r["network"], str(r["batch"]),
-                      *(f"{spread[p][0]:.2f}-{spread[p][1]:.2f}" if p in spread else "-" for p in POLICIES),
-                      f"{r['peak_rss_bytes'] / (1 << 20):.0f}" if r.get("peak_rss_bytes") else "-")
+                      *(f"{spread[p][0]:.2f}-{spread[p][1]:.2f}" if p in spread else "-" for p in columns),
+                      *([f"{r['peak_rss_bytes'] / (1 << 20):.0f}" if r.get("peak_rss_bytes") else "-"] if rss else []))
     return table
 
 

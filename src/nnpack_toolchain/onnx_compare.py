@@ -418,7 +418,7 @@ def table(results: dict[str, Any]) -> Table:
 def timing_records(settings: Settings, networks: Sequence[str], batches: Sequence[int], iterations: int,
                    threads: int, log_path: Path) -> list[dict[str, Any]]:
     """onnxruntime's images/sec per network and batch on this x86-64 host (the export venv), in bench.py's
-    record format with the column "onnxruntime"; merge into bench's records with merge_timing."""
+    record format with the column "onnxruntime"; merged into bench's records by bench.merge_column."""
     env = export_env(settings, log_path)
     records = []
     with tempfile.TemporaryDirectory(prefix="nntc-onnx-symbols-") as tmp:
@@ -429,15 +429,11 @@ def timing_records(settings: Settings, networks: Sequence[str], batches: Sequenc
                                                         "--time", "--iterations", str(iterations), "--threads",
                                                         str(threads)],
                                   {"OMP_NUM_THREADS": str(threads)}, log_path, f"onnxruntime timing {network}")
+            samples = record["samples"]
             records.append({"kind": "network", "network": network, "batch": batch,
                             "seconds": {"onnxruntime": record["seconds"]},
-                            "images_per_second": {"onnxruntime": batch / record["seconds"]}})
+                            "images_per_second": {"onnxruntime": batch / record["seconds"]},
+                            "images_per_second_range": {"onnxruntime": [batch / max(samples), batch / min(samples)]},
+                            "samples": {"onnxruntime": samples}})
     return records
 
-
-def merge_timing(records: list[dict[str, Any]], timing: dict[str, Any]) -> None:
-    """Add an onnxruntime record's column to bench's record of the same network and batch."""
-    for record in records:
-        if record["network"] == timing["network"] and record["batch"] == timing["batch"]:
-            record["seconds"]["onnxruntime"] = timing["seconds"]["onnxruntime"]
-            record["images_per_second"]["onnxruntime"] = timing["images_per_second"]["onnxruntime"]

@@ -85,6 +85,15 @@ def time_policies(executor, policies, iterations):
     return {p: statistics.median(s) for p, s in sample_policies(executor, policies, iterations).items()}
 
 
+def timing_fields(batch, samples):
+    """A network record's timing: median seconds per pass, images/sec at the median, the lowest and
+    highest images/sec of the passes (the spread), and the seconds of every pass."""
+    medians = {p: statistics.median(s) for p, s in samples.items()}
+    return dict(seconds=medians, images_per_second={p: batch / t for p, t in medians.items()},
+                images_per_second_range={p: [batch / max(s), batch / min(s)] for p, s in samples.items()},
+                samples=samples)
+
+
 def check_outputs(executor, policies):
     """One forward pass per policy: each output's largest difference from the first policy's,
     relative to the first's largest magnitude; and MXNet's NNPACK call counters (None without)."""
@@ -162,9 +171,8 @@ def main():
                 errors, counts = check_outputs(executor, policies)
                 emit(kind="check", network=network, batch=batch, rel_err=errors, nnpack_calls=counts)
                 continue
-            times = time_policies(executor, policies, args.iterations)
-            emit(kind="network", network=network, batch=batch, seconds=times,
-                 images_per_second={p: batch / t for p, t in times.items()},
+            samples = sample_policies(executor, policies, args.iterations)
+            emit(kind="network", network=network, batch=batch, **timing_fields(batch, samples),
                  threads=os.environ.get("MXNET_CPU_NNPACK_NTHREADS", "4"))
 
 

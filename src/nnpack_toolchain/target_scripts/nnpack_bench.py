@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -180,11 +179,8 @@ def cell_records(networks, batches, passes, correctness):
             samples = bench_models.sample_policies(executor, list(POLICIES), passes)
             status = mx.runtime.nnpack_status() if hasattr(mx.runtime, "nnpack_status") else None
             status = status or {}
-            medians = {p: statistics.median(s) for p, s in samples.items()}
-            yield dict(kind="network", network=network, batch=batch, seconds=medians,
-                       images_per_second={p: batch / t for p, t in medians.items()},
-                       images_per_second_range={p: [batch / max(s), batch / min(s)] for p, s in samples.items()},
-                       samples=samples, threads=os.environ.get("MXNET_CPU_NNPACK_NTHREADS", "4"),
+            yield dict(kind="network", network=network, batch=batch, **bench_models.timing_fields(batch, samples),
+                       threads=os.environ.get("MXNET_CPU_NNPACK_NTHREADS", "4"),
                        peak_rss_bytes=peak_rss_bytes(), memory_budget_bytes=status.get("memory_budget_bytes"),
                        transform_bytes=status.get("transform_bytes"), workspace_bytes=status.get("workspace_bytes"),
                        auto_choices=tuning_choices(network, batch))
