@@ -13,7 +13,10 @@ network and batch, then the goals of issue 14, each "met", "NOT met" or "not mea
 - at least 4 effective FLOP per instruction on each of VGG-16's 3x3 layers (the chosen way).
 
     python3 benchmarks/count_table.py benchmarks/results/mxnet-count-*.json \\
-        benchmarks/results/onnx-compare-*.json
+        benchmarks/results/onnx-compare-*.json [--plot benchmarks/results/count-table.png]
+
+--plot also draws the table: per target and batch, one group of bars per network (MXNet, NNPACK
+always, NNPACK fewest per layer, ONNX Runtime where counted), instructions per image on a log scale.
 """
 
 from __future__ import annotations
@@ -124,9 +127,50 @@ def goals(table: Mapping[tuple[str, str, int], Mapping[str, float]], counts: lis
     return out
 
 
+COLUMNS = (MXNET, ALWAYS, BEST, "ONNX Runtime")
+LABELS = {MXNET: "MXNet's own code", ALWAYS: "NNPACK always", BEST: "NNPACK, fewest per layer",
+          "ONNX Runtime": "ONNX Runtime"}
+
+
+def plot(table: Mapping[tuple[str, str, int], Mapping[str, float]], path: Path) -> Path:
+    """The table as grouped bars, one panel per (target, batch); written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nnpack_toolchain.files import save_figure
+
+    panels = sorted({(target, batch) for target, _, batch in table})
+    if not panels:
+        raise SystemExit("count_table: nothing to plot (no network rows in the files)")
+    widths = [max(5.0, 1.5 * sum(1 for t, _, b in table if (t, b) == panel) + 1.5) for panel in panels]
+    figure, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.8), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})
+    width = 0.8 / len(COLUMNS)
+    for axis, (target, batch) in zip(axes[0], panels):
+        networks = sorted(n for t, n, b in table if (t, b) == (target, batch))
+        for i, column in enumerate(COLUMNS):
+            points = [(j, table[(target, n, batch)][column]) for j, n in enumerate(networks)
+                      if column in table[(target, n, batch)]]
+            if points:
+                xs, ys = zip(*points)
+                axis.bar([x + (i - (len(COLUMNS) - 1) / 2) * width for x in xs], ys, width, label=LABELS[column])
+        axis.set_xticks(range(len(networks)), [n + (" *" if UNFINISHED in table[(target, n, batch)] else "")
+                                               for n in networks])
+        axis.set_yscale("log")
+        axis.set_ylabel("guest instructions per image")
+        axis.set_title(f"{target}, batch {batch}")
+        axis.legend(fontsize="small")
+    figure.suptitle("MXNet 1.9.1 inference under QEMU, single-threaded:\nguest instructions per image (work, not time)"
+                    + ("\n* from an unfinished run" if any(UNFINISHED in c for c in table.values()) else ""))
+    return save_figure(figure, plt, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="count-<target>.json and onnx-compare JSON files")
+    parser.add_argument("--plot", type=Path, help="also write the table as a PNG here")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
@@ -136,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(table))
     print()
     print("\n".join(goals(table, counts)))
+    if args.plot:
+        print(f"\n{plot(table, args.plot)}")
     return 0
 
 

@@ -83,13 +83,41 @@ def test_cells_of_an_unfinished_run_are_marked(tmp_path, capsys):
     assert "MXNet / NNPACK = 3.00x (goal 2x): met (from an unfinished run)" in out
 
 
-def test_the_kept_arm64_resnet18_result_reads_as_the_readme_says():
+def test_the_kept_arm64_result_reads_as_the_readme_says():
     """The format of a real count result (benchmarks/results), not one written for the test."""
-    kept = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mxnet-count-arm64-resnet18-batch1.json"
+    kept = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mxnet-count-arm64-resnet18-vgg16-batch1.json"
     counts, onnx = count_table.load([kept])
     table = count_table.rows(counts, onnx)
     cell = table[("arm64", "resnet18", 1)]
     # README, "Instruction counts on ARM": 858.1 M (MXNet), 843.9 M (always), 510.8 M (auto from counts)
     assert round(cell["MXNet"] / 1e6, 1) == 858.1 and round(cell["NNPACK always"] / 1e6, 1) == 843.9
     assert round(cell["NNPACK auto (counts)"] / 1e6, 1) == 510.8
-    assert count_table.goals(table, counts)[1] == "- arm64 resnet18 batch 1: MXNet / NNPACK = 1.68x (goal 2x): NOT met"
+    assert count_table.goals(table, counts)[:2] == ["- arm64 vgg16 batch 1: MXNet / NNPACK = 2.90x (goal 2x): met",
+                                                    "- arm64 resnet18 batch 1: MXNet / NNPACK = 1.68x (goal 2x): NOT met"]
+
+
+def test_plot_draws_one_panel_per_target_and_batch_with_a_bar_per_counted_column(tmp_path, monkeypatch):
+    import nnpack_toolchain.files as files
+
+    arm64 = count_result("arm64", [network("vgg16", 1, 4_000e6, 3_000e6, 1_600e6),
+                                   network("resnet18", 1, 900e6, 850e6, 600e6)])
+    armv7 = count_result("armv7", [network("vgg16", 1, 9_000e6, 3_000e6, 2_000e6)])
+    onnx = {"target": "arm64", "onnxruntime": "onnxruntime==1.20.1",
+            "cells": [{"network": "resnet18", "batch": 1, "failures": [], "count": {"per_image": 450e6}}]}
+    drawn = {}
+    real_save = files.save_figure
+
+    def keep(figure, plt, path):  # read the bars off the figure, then write the PNG as usual
+        drawn["axes"] = [(a.get_title(), [round(p.get_height()) for p in a.patches]) for a in figure.axes]
+        return real_save(figure, plt, path)
+
+    monkeypatch.setattr(files, "save_figure", keep)
+    path = count_table.plot(count_table.rows([arm64, armv7], [onnx]), tmp_path / "t.png")
+    assert path.stat().st_size > 0
+    (t1, bars1), (t2, bars2) = drawn["axes"]
+    assert (t1, t2) == ("arm64, batch 1", "armv7, batch 1")
+    # arm64: resnet18 then vgg16, column by column; ONNX Runtime only where it was counted
+    assert bars1 == [900e6, 4_000e6, 850e6, 3_000e6, 600e6, 1_600e6, 450e6]
+    assert bars2 == [9_000e6, 3_000e6, 2_000e6]
+    with pytest.raises(SystemExit, match="nothing to plot"):
+        count_table.plot({}, tmp_path / "none.png")
