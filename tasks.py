@@ -341,7 +341,7 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
 
 
 @task(help={"arch": "arm64 (default; instruction counts under QEMU) or x86_64 (outputs only)", "home": COMMON_HELP["home"],
-            "networks": "comma list of zoo networks (default resnet18; also alexnet, vgg16, inception-bn)",
+            "networks": "comma list of zoo networks (default resnet18; also alexnet, vgg16, inception-bn, mobilenet)",
             "batches": "comma list of batch sizes (default 1)",
             "passes": "K1,K2: forward passes of the counted forks (default 0,1; more for small networks)",
             "no_count": "outputs only, no instruction counts",
