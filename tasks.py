@@ -331,7 +331,9 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
             continue
         if results["networks"]:
             console.print(benchmark.network_table(results))
-            console.print(benchmark.spread_table(results))
+            spread = benchmark.spread_table(results)
+            if spread is not None:
+                console.print(spread)
         if results["layers"]:
             console.print(benchmark.layer_table(results))
             console.print(benchmark.choices_table(results))

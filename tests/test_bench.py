@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,32 @@ def test_spread_table_shows_every_column_measured_and_rss_only_when_there(tmp_pa
     row["peak_rss_bytes"] = 300 << 20
     assert "300" in render(bench.spread_table(results))
     assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0  # error bars from the ranges
+
+
+def test_timing_fields_median_spread_and_samples(monkeypatch) -> None:
+    """bench_models runs on the target with mxnet; its arithmetic is checked here with a stand-in."""
+    import importlib
+    import types
+
+    scripts = Path(bench.__file__).parent / "target_scripts"
+    monkeypatch.setitem(sys.modules, "mxnet", types.ModuleType("mxnet"))
+    monkeypatch.syspath_prepend(str(scripts))
+    monkeypatch.delitem(sys.modules, "bench_models", raising=False)
+    bench_models = importlib.import_module("bench_models")
+    samples = {"never": [0.5, 0.2, 0.4, 0.25], "auto": [0.1]}  # unsorted, an even count: median 0.325
+    fields = bench_models.timing_fields(2, samples)
+    assert fields["seconds"] == {"never": pytest.approx(0.325), "auto": 0.1}
+    assert fields["images_per_second"] == {"never": pytest.approx(2 / 0.325), "auto": pytest.approx(20.0)}
+    # the slowest pass gives the lowest rate
+    assert fields["images_per_second_range"]["never"] == [pytest.approx(4.0), pytest.approx(10.0)]
+    assert fields["samples"] is samples
+
+
+def test_an_older_result_without_ranges_has_no_spread_table_and_still_plots(tmp_path: Path) -> None:
+    rows = [record("alexnet", b, 10.0 * b, 12.0 * b, 15.0 * b) for b in (1, 2)]
+    rows[1]["images_per_second_range"] = {"never": [18.0, 21.0]}  # one row with, one without
+    results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2, "iterations": 5, "networks": rows[:1]}
+    assert bench.spread_table(results) is None
+    results["networks"] = rows
+    assert "18.00-21.00" in render(bench.spread_table(results))
+    assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -17,8 +18,8 @@ spec.loader.exec_module(bench_table)
 
 
 def row(network, batch, samples):
-    """A bench_models record from per-pass seconds, the way timing_fields builds it (written out here)."""
-    medians = {p: sorted(s)[len(s) // 2] for p, s in samples.items()}
+    """A bench_models record from per-pass seconds, as timing_fields builds it (written out here)."""
+    medians = {p: statistics.median(s) for p, s in samples.items()}
     return {"network": network, "batch": batch, "images_per_second": {p: batch / t for p, t in medians.items()},
             "images_per_second_range": {p: [batch / max(s), batch / min(s)] for p, s in samples.items()}}
 

@@ -1,5 +1,6 @@
 """A tool the toolchain runs is stopped with everything it forked: on a timeout, on Ctrl-C and on
-SIGTERM (a cancelled CI job), so no make or counted guest goes on writing after the toolchain left."""
+SIGTERM or SIGHUP (a cancelled CI job, a closed terminal), so no make or counted guest goes on
+writing after the toolchain left."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nnpack_toolchain.procgroup import Terminated, run_group
+from nnpack_toolchain.procgroup import run_group, stop_group
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -27,16 +28,16 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in state
 
 
-def wait_for_pid(path: Path, seconds: float = 20) -> int:
+def wait_for(path: Path, seconds: float = 60) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if path.is_file() and path.read_text().strip():
-            return int(path.read_text())
+        if path.is_file() and path.read_text().endswith("\n"):
+            return path.read_text()
         time.sleep(0.05)
-    raise AssertionError(f"no pid in {path} after {seconds} s")
+    raise AssertionError(f"nothing in {path} after {seconds} s")
 
 
-def gone_within(pid: int, seconds: float = 5) -> bool:
+def gone_within(pid: int, seconds: float = 10) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not alive(pid):
@@ -45,56 +46,107 @@ def gone_within(pid: int, seconds: float = 5) -> bool:
     return False
 
 
-def forks_a_sleeper(pidfile: Path) -> list[str]:
+@pytest.fixture
+def sleepers():
+    """pids to SIGKILL at the end whatever happened (a failed test leaves no sleep behind)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def forks_a_sleeper(pidfile: Path, *, ignore_term: bool = False) -> list[str]:
     """A shell that prints a line, forks a long sleep (a grandchild of the caller) and waits for it."""
-    return ["bash", "-c", f"echo started; sleep 300 & echo $! > {pidfile}; wait"]
+    trap = "trap '' TERM; " if ignore_term else ""
+    return ["bash", "-c", f"{trap}echo started; sleep 300 & echo $! > {pidfile}; wait"]
 
 
-def test_a_timeout_stops_the_grandchildren_too_and_keeps_what_was_printed(tmp_path: Path) -> None:
+def test_a_timeout_stops_the_grandchildren_too_and_keeps_what_was_printed(tmp_path: Path, sleepers) -> None:
     pidfile = tmp_path / "pid"
     with pytest.raises(subprocess.TimeoutExpired) as expired:
-        run_group(forks_a_sleeper(pidfile), timeout=2, capture_output=True, text=True)
-    sleeper = wait_for_pid(pidfile)
-    try:
-        assert gone_within(sleeper), "the forked sleep outlived the timeout (subprocess.run leaves it running)"
-        assert "started" in (expired.value.stdout or "")
-    finally:
-        if alive(sleeper):
-            os.kill(sleeper, signal.SIGKILL)
+        run_group(forks_a_sleeper(pidfile), timeout=8, capture_output=True, text=True)
+    sleepers.append(int(wait_for(pidfile)))
+    assert gone_within(sleepers[0]), "the forked sleep outlived the timeout (subprocess.run leaves it running)"
+    assert "started" in (expired.value.stdout or "")
 
 
-def test_a_finished_command_returns_like_subprocess_run(tmp_path: Path) -> None:
+def test_a_finished_command_returns_like_subprocess_run() -> None:
     proc = run_group(["bash", "-c", "cat; echo err >&2; exit 3"], input="in\n", capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "in\n", "err\n")
+    with pytest.raises(ValueError):
+        run_group(["true"], input="x", stdin=subprocess.DEVNULL)
 
 
-def test_sigterm_stops_a_task_with_exit_143_and_its_build_tools_with_it(tmp_path: Path) -> None:
-    """A task under cli.reports_errors running runner.run (what builds use); SIGTERM to the Python
-    process alone, as `kill PID` or a CI runner's cancel sends it."""
-    pidfile = tmp_path / "pid"
-    script = textwrap.dedent(f"""
-        from pathlib import Path
-        from nnpack_toolchain.cli import reports_errors
-        from nnpack_toolchain.runner import run
+def test_members_get_their_grace_and_those_ignoring_sigterm_are_killed(tmp_path: Path, sleepers) -> None:
+    """The leader dies at once on SIGTERM; one member cleans up for 0.5 s (it must be let finish),
+    another ignores SIGTERM (it must be killed when the grace is over, not waited for)."""
+    done, stubborn = tmp_path / "cleaned", tmp_path / "stubborn"
+    script = (f"bash -c 'trap \"sleep 0.5; echo ok > {done}; exit 0\" TERM; while :; do sleep 0.1; done' & "
+              f"bash -c 'trap \"\" TERM; sleep 300 & echo $! > {stubborn}; wait' & wait")
+    proc = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    sleepers.append(int(wait_for(stubborn)))
+    begin = time.monotonic()
+    assert stop_group(proc, grace=4) == (None, None)
+    took = time.monotonic() - begin
+    assert done.is_file(), "a member was killed before the end of its SIGTERM clean-up"
+    assert gone_within(sleepers[0], 2), "a member that ignores SIGTERM outlived the grace"
+    assert 3.5 < took < 15, took
+    assert proc.returncode is not None
 
-        @reports_errors
-        def task():
-            run({forks_a_sleeper(pidfile)!r}, log_path=Path({str(tmp_path / "tool.log")!r}))
-            print("runner.run returned")
 
-        task()
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(SRC)},
+TASK = """
+import sys
+from pathlib import Path
+from nnpack_toolchain.cli import reports_errors
+from nnpack_toolchain.runner import run
+
+@reports_errors
+def task():
+    run({argv!r}, log_path=Path({log!r}))
+    print("runner.run returned")
+
+task()
+"""
+
+
+def start_task(tmp_path: Path, argv: list[str]) -> subprocess.Popen[str]:
+    """A task under cli.reports_errors running runner.run (what builds use), in its own process."""
+    script = textwrap.dedent(TASK.format(argv=argv, log=str(tmp_path / "tool.log")))
+    return subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(SRC)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sleeper = wait_for_pid(pidfile)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_stops_a_task_and_its_build_tools_with_it(tmp_path: Path, sleepers, signum: int) -> None:
+    """To the Python process alone, as `kill PID`, a CI runner's cancel or a dropped ssh sends it."""
+    pidfile = tmp_path / "pid"
+    proc = start_task(tmp_path, forks_a_sleeper(pidfile))
     try:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-        assert proc.returncode == Terminated.exit_code == 143, output
-        assert "SIGTERM" in output and "runner.run returned" not in output
-        assert gone_within(sleeper), "the build tool's child outlived the toolchain"
+        sleepers.append(int(wait_for(pidfile)))
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=60)
+        expected = 128 + signum if signum != signal.SIGINT else -signal.SIGINT  # Ctrl-C: Python dies of SIGINT
+        assert proc.returncode == expected, output
+        assert "runner.run returned" not in output
+        assert gone_within(sleepers[0]), "the build tool's child outlived the toolchain"
     finally:
-        if alive(sleeper):
-            os.kill(sleeper, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_second_sigterm_does_not_cut_the_kill_short(tmp_path: Path, sleepers) -> None:
+    """A tool that ignores SIGTERM, and an impatient second SIGTERM during the grace period."""
+    pidfile = tmp_path / "pid"
+    proc = start_task(tmp_path, forks_a_sleeper(pidfile, ignore_term=True))
+    try:
+        sleepers.append(int(wait_for(pidfile)))
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 143, output
+        assert gone_within(sleepers[0]), "the tool outlived the toolchain after a second SIGTERM"
+    finally:
         if proc.poll() is None:
             proc.kill()

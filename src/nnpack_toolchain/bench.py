@@ -354,9 +354,9 @@ def plot(results: dict[str, Any], path: Path) -> Path:
                       for r in rows if policy in r["images_per_second"]]
             if points:
                 xs, ys, spreads = zip(*points)
-                # error bars: the lowest and highest pass (older results kept only the median)
-                bars = None if None in spreads else [[y - s[0] for y, s in zip(ys, spreads)],
-                                                     [s[1] - y for y, s in zip(ys, spreads)]]
+                # error bars: the lowest and highest pass (none where a row kept only the median)
+                bars = [[y - s[0] if s else 0.0 for y, s in zip(ys, spreads)],
+                        [s[1] - y if s else 0.0 for y, s in zip(ys, spreads)]]
                 axis.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=POLICY_LABELS[policy])
         axis.set_xscale("log", base=2)
         axis.set_title(network)
@@ -406,11 +406,14 @@ def load_import(path: Path, arch: str | None = None) -> dict[str, Any]:
     return data
 
 
-def spread_table(results: dict[str, Any]) -> Table:
-    """The lowest-highest images/sec of the timed passes per column, and (a board's run) each cell's peak RSS."""
+def spread_table(results: dict[str, Any]) -> Table | None:
+    """The lowest-highest images/sec of the timed passes per column, and (a board's run) each cell's peak
+    RSS; None for a result that kept neither (older files kept only the medians)."""
     rows = results["networks"]
     columns = [p for p in POLICY_LABELS if any(p in (r.get("images_per_second_range") or {}) for r in rows)]
     rss = any(r.get("peak_rss_bytes") for r in rows)
+    if not columns and not rss:
+        return None
     table = Table(title=escape(f"spread of {results.get('iterations')} passes (images/sec, lowest-highest)"
                                + (" and peak RSS per cell (one process each)" if rss else "")), title_justify="left")
     for column in ("network", "batch", *(POLICY_LABELS[p] for p in columns), *(["peak RSS (MiB)"] if rss else [])):
@@ -452,7 +455,9 @@ def show_import(path: Path, arch: str | None, settings: Settings) -> dict[str, A
                    if device.get("glibc") else "") + f", {imported.get('wheel', '?')}")
     if imported["networks"]:
         console.print(network_table(imported))
-        console.print(spread_table(imported))
+        spread = spread_table(imported)
+        if spread is not None:
+            console.print(spread)
     if imported["auto_choices"]:
         console.print(choices_table(imported))
     if imported["checks"]:

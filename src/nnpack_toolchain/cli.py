@@ -22,8 +22,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_errors(func: F) -> F:
-    """Expected failures print one line (plus the log path) and exit with their code; SIGTERM unwinds
-    like Ctrl-C (tools started with procgroup.run_group are stopped, group and all) and exits 143."""
+    """Expected failures print one line (plus the log path) and exit with their code; SIGTERM and SIGHUP
+    unwind like Ctrl-C (tools started with procgroup.run_group are stopped, group and all); exit 128 + signal."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,9 +35,9 @@ def reports_errors(func: F) -> F:
             if error.log_path:
                 console.print(f"full log: {error.log_path}")
             sys.exit(error.exit_code)
-        except Terminated:
-            console.print("[bold red]stopped:[/bold red] SIGTERM; the tools it ran were stopped with it")
-            sys.exit(Terminated.exit_code)
+        except Terminated as stop:
+            console.print(f"[bold red]stopped:[/bold red] {stop}; the tools it ran were stopped with it")
+            sys.exit(stop.exit_code)
 
     return wrapper  # type: ignore[return-value]
 

@@ -286,10 +286,14 @@ def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Ma
         argv = insn_count.counted_argv(command, plugin, qemu_log)
         try:
             proc = run_group(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
-                             capture_output=True, text=True, errors="replace", timeout=7200,
+                             capture_output=True, text=True, errors="replace", timeout=COUNT_TIMEOUT,
                              stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise insn_count.MissingToolError({argv[0]: insn_count.QEMU_USER}) from exc
+        except subprocess.TimeoutExpired:
+            raise VerificationError(f"counting {what} under {argv[0]} ran longer than {COUNT_TIMEOUT} s and was "
+                                    "stopped; count fewer passes (--passes) or a smaller batch",
+                                    log_path=log_path) from None
         plugin_out = qemu_log.read_text(errors="replace") if qemu_log.is_file() else ""
     with open(log_path, "a") as stream:
         stream.write(f"\n$ {' '.join(map(str, argv))}\n# exit code {proc.returncode}\n{proc.stdout}{proc.stderr}"
@@ -303,6 +307,10 @@ def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Ma
     [record] = [r for r in parse_records(proc.stdout) if r["kind"].endswith("-count")]
     return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": argv[0], "vcpus": vcpus,
             "single_threaded": vcpus == [0], "environment": dict(extra_env), "script": record}
+
+
+COUNT_TIMEOUT = 7200
+"""Seconds one counted process may take (VGG-16 at batch 1 takes some 30 minutes here)."""
 
 
 # The whole comparison -------------------------------------------------------------------------

@@ -4,8 +4,13 @@ A build's make forks compilers; a counted guest under QEMU forks children (each 
 `subprocess.run` kills only its direct child on a timeout or an interrupt, so those grandchildren
 would go on writing into a build tree or burning a core after the toolchain has gone. `run_group`
 starts the command as the leader of a new session and, if the toolchain stops waiting for any
-reason (timeout, Ctrl-C, SIGTERM turned into `Terminated`), sends the whole group SIGTERM, then
-SIGKILL after a grace period, and reaps the leader before re-raising.
+reason (timeout, Ctrl-C, SIGTERM or SIGHUP turned into `Terminated`), `stop_group` sends the whole
+group SIGTERM, gives it a grace period (reading its output meanwhile), then sends SIGKILL to what
+is left, and reaps the leader before the exception goes on.
+
+Being a session of its own, the group does not get the terminal's signals: Ctrl-C, a closed
+terminal and SIGTERM reach the toolchain, which passes them on as above; to pause a run, stop the
+tools themselves (e.g. `pkill -STOP -f qemu-aarch64`), not only the toolchain's process.
 """
 
 from __future__ import annotations
@@ -14,33 +19,42 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 5.0
+UNWINDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(KeyboardInterrupt):
-    """The toolchain got SIGTERM (a CI job cancelled, `kill`): unwinds like Ctrl-C, exit code 143."""
+    """The toolchain got SIGTERM (a CI job cancelled, `kill`) or SIGHUP (its terminal closed): it
+    unwinds like Ctrl-C and exits with 128 + the signal's number."""
 
-    exit_code = 128 + signal.SIGTERM
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
-def run_group(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None,
-              input: str | bytes | None = None, capture_output: bool = False, grace: float = GRACE_SECONDS,
-              **popen: Any) -> subprocess.CompletedProcess[Any]:
-    """subprocess.run(argv, ...) with the command leading its own process group (see the module)."""
+def run_group(argv: Any, *, timeout: float | None = None, input: str | bytes | None = None,
+              capture_output: bool = False, grace: float = GRACE_SECONDS, **popen: Any) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run(argv, ...) with the command leading its own process group (see the module).
+    On a timeout, TimeoutExpired carries what the command printed before it was stopped."""
     if capture_output:
+        if "stdout" in popen or "stderr" in popen:
+            raise ValueError("stdout and stderr may not be used with capture_output")
         popen["stdout"] = popen["stderr"] = subprocess.PIPE
     if input is not None:
+        if "stdin" in popen:
+            raise ValueError("stdin and input may not both be used")
         popen["stdin"] = subprocess.PIPE
     with subprocess.Popen(argv, start_new_session=True, **popen) as proc:
         try:
             stdout, stderr = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
-            stop_group(proc, grace)
-            expired.stdout, expired.stderr = proc.communicate()  # what it printed before it was stopped
+            expired.stdout, expired.stderr = stop_group(proc, grace)
             raise
         except BaseException:
             stop_group(proc, grace)
@@ -48,15 +62,44 @@ def run_group(argv: Sequence[str | os.PathLike[str]], *, timeout: float | None =
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM to proc's whole process group, SIGKILL to what is left after `grace` seconds."""
-    _signal_group(proc.pid, signal.SIGTERM)
+def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> tuple[Any, Any]:
+    """SIGTERM to proc's whole process group; up to `grace` seconds for all of it to end (its output
+    read meanwhile, so nothing blocks on a full pipe); SIGKILL to whatever is left; the leader reaped.
+    A second Ctrl-C or SIGTERM meanwhile is ignored: it cannot cut the SIGKILL short. Returns the
+    output read (None where not captured)."""
+    with signals_held():
+        try:
+            _signal_group(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            output = _read_until(proc, deadline)
+            while _group_alive(proc.pid) and time.monotonic() < deadline:  # members' own clean-up
+                time.sleep(0.05)
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)
+        if output is None:
+            output = _read_until(proc, time.monotonic() + grace)
+        if output is None:  # a process outside the group (it left it) still holds the pipes
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+            proc.wait()
+            output = (None, None)
+    return output
+
+
+def _read_until(proc: subprocess.Popen[Any], deadline: float) -> tuple[Any, Any] | None:
     try:
-        proc.wait(timeout=grace)
+        return proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        pass
-    _signal_group(proc.pid, signal.SIGKILL)  # stragglers that ignored SIGTERM, and the leader if still there
-    proc.wait()
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -67,18 +110,36 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 @contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP do nothing within the block (main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = (signal.SIGINT, *UNWINDING_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in names}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextmanager
 def sigterm_unwinds() -> Iterator[None]:
-    """Within the block (main thread only), SIGTERM raises Terminated, so cleanups and run_group's
-    group kill run instead of the process vanishing with its tools still running."""
+    """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated, so clean-ups and
+    run_group's group kill run instead of the process vanishing with its tools still running."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def _raise(signum: int, frame: object) -> None:
-        raise Terminated(f"signal {signum}")
+        raise Terminated(signum)
 
-    previous: Callable[..., Any] | int | None = signal.signal(signal.SIGTERM, _raise)
+    # a signal ignored on purpose (nohup, a supervisor) stays ignored
+    previous = {signum: signal.signal(signum, _raise) for signum in UNWINDING_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

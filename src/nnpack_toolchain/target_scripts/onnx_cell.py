@@ -24,6 +24,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -147,7 +148,7 @@ def run_ort(args):
             begin = time.perf_counter()
             sess.run(None, feed)
             samples.append(time.perf_counter() - begin)
-        emit(kind="ort-time", seconds=sorted(samples)[len(samples) // 2], samples=samples, **info)
+        emit(kind="ort-time", seconds=statistics.median(samples), samples=samples, **info)
         return
     counted_forks(lambda: sess.run(None, feed), args.count)
     emit(kind="ort-count", passes=args.count, warmup=args.warmup, **info)
