@@ -5,6 +5,7 @@ onnxruntime aarch64 wheel in Debian 12's Python under QEMU, the project's arm64 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,23 @@ def test_bench_gets_an_onnxruntime_column(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert asked == [(("resnet18",), (1,), 5, 2)]
     assert records[0]["images_per_second"] == {"never": 10.0, "onnxruntime": 25.0}
     assert bench.POLICY_LABELS["onnxruntime"] in bench.network_table(results).columns[3].header
+
+
+def test_fixed_gammas_are_the_batchnorms_mxnet_computes_with_gamma_1(monkeypatch) -> None:
+    """MXNet 1.9.1's exporter ignores fix_gamma (MobileNet's ONNX outputs differed by 42 % before)."""
+    import importlib
+
+    from nnpack_toolchain.model_zoo import MODELS
+
+    monkeypatch.syspath_prepend(str(onnx_compare.SCRIPTS))  # as on the target: the scripts' directory
+    monkeypatch.delitem(sys.modules, "onnx_cell", raising=False)
+    onnx_cell = importlib.import_module("onnx_cell")
+    mobilenet, resnet18 = MODELS["mobilenet"](), MODELS["resnet18"]()
+    batchnorms = [n for n in mobilenet["nodes"] if n["op"] == "BatchNorm"]
+    assert len(onnx_cell.fixed_gammas(mobilenet)) == len(batchnorms) == 27
+    assert all(name.endswith("_gamma") for name in onnx_cell.fixed_gammas(mobilenet))
+    assert onnx_cell.fixed_gammas(resnet18) == ["bn_data_gamma"]  # the others have fix_gamma=False
+    # no attribute: MXNet's default, fix_gamma=True
+    bare = {"nodes": [{"op": "null", "name": "x", "inputs": []}, {"op": "null", "name": "g", "inputs": []},
+                      {"op": "BatchNorm", "name": "bn", "inputs": [[0, 0, 0], [1, 0, 0]]}]}
+    assert onnx_cell.fixed_gammas(bare) == ["g"]

@@ -41,7 +41,10 @@ def fail(message):
 
 
 def make_arrays(symbol, data_shape, seed=0):
-    """(args, aux) as numpy arrays, exactly as bench_models.bind draws them (there at 224x224)."""
+    """(args, aux) as numpy arrays, drawn exactly as bench_models.bind draws them (there at 224x224),
+    then the gamma of every BatchNorm with fix_gamma (MXNet's default) set to 1: MXNet computes with
+    1 there whatever the array holds, and MXNet 1.9.1's ONNX exporter ignores fix_gamma and exports
+    the array (MobileNet's outputs then differ by 42 %), so both sides get the value MXNet uses."""
     import numpy as np
 
     rng = np.random.RandomState(seed)
@@ -56,7 +59,21 @@ def make_arrays(symbol, data_shape, seed=0):
     aux = {}
     for name, shape in zip(symbol.list_auxiliary_states(), aux_shapes):
         aux[name] = np.ones(shape, np.float32) if name.endswith("var") else np.zeros(shape, np.float32)
+    for gamma in fixed_gammas(json.loads(symbol.tojson())):
+        if gamma in args:
+            args[gamma] = np.ones_like(args[gamma])
     return args, aux
+
+
+def fixed_gammas(symbol_json):
+    """Names of the gamma inputs of BatchNorm nodes whose fix_gamma is on (absent means on)."""
+    nodes = symbol_json["nodes"]
+    found = []
+    for node in nodes:
+        attrs = node.get("attrs") or node.get("attr") or node.get("param") or {}
+        if node["op"] == "BatchNorm" and str(attrs.get("fix_gamma", "True")).lower() in ("true", "1"):
+            found.append(nodes[node["inputs"][1][0]]["name"])
+    return found
 
 
 def heads(symbol):

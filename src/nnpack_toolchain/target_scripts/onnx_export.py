@@ -9,8 +9,10 @@ Writes DIR/model.onnx, DIR/input.npy (the input, drawn as bench_models.bind draw
 DIR/mxnet.npz (this MXNet's outputs on it), and prints one `RESULT {json}` line.
 
 A symbol ending in SoftmaxOutput is exported with two outputs, the logits (SoftmaxOutput's
-input) and the probabilities, so the comparison is not flattened by the softmax. Two things a
-user of MXNet 1.9.1's exporter meets are handled here: its SoftmaxOutput converter fails on the
+input) and the probabilities, so the comparison is not flattened by the softmax. Three things
+a user of MXNet 1.9.1's exporter meets are handled here: it ignores BatchNorm's fix_gamma and
+exports the gamma array where MXNet computes with 1 (onnx_cell.make_arrays sets those gammas to
+1 for both); its SoftmaxOutput converter fails on the
 label variable (IndexError in get_inputs) unless the label is passed as a parameter (it becomes
 an unused initializer, which ONNX Runtime drops); and every weight is listed as a graph input
 too (IR version 3 style), which stops ONNX Runtime from treating weights as constants (no
