@@ -155,3 +155,34 @@ def test_fixed_gammas_are_the_batchnorms_mxnet_computes_with_gamma_1(monkeypatch
     bare = {"nodes": [{"op": "null", "name": "x", "inputs": []}, {"op": "null", "name": "g", "inputs": []},
                       {"op": "BatchNorm", "name": "bn", "inputs": [[0, 0, 0], [1, 0, 0]]}]}
     assert onnx_cell.fixed_gammas(bare) == ["g"]
+
+
+def test_a_network_that_disagrees_fails_the_run_at_the_end_and_the_others_are_kept(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before, the first disagreeing network (MobileNet) stopped the run and nothing was written."""
+    settings = Settings(home=tmp_path / "home")
+    out = np.arange(10, dtype=np.float32) + 1
+
+    def export_model(settings, symbol, batch, size, log_path):
+        directory = tmp_path / "export" / symbol.stem
+        directory.mkdir(parents=True)
+        np.savez(directory / "mxnet.npz", **{"default:logits": out})
+        return onnx_compare.Exported(directory, {"output_roles": ["logits"], "outputs": ["fc"], "batch": batch})
+
+    def run_script(env, script, args, extra_env, log_path, what, timeout=7200):
+        saved = Path(args[args.index("--save") + 1])
+        wrong = "bad" in str(args[args.index("--model") + 1])
+        np.savez(saved, fc=out * (1.5 if wrong else 1.0))  # ONNX Runtime's outputs
+        return [{"kind": "ort"}]
+
+    monkeypatch.setattr(onnx_compare, "export_env", lambda settings, log_path: None)
+    monkeypatch.setattr(onnx_compare, "export_model", export_model)
+    monkeypatch.setattr(onnx_compare, "run_script", run_script)
+    symbols = {name: tmp_path / f"{name}-symbol.json" for name in ("good", "bad", "good2")}
+    options = OnnxOptions(networks=("good", "bad", "good2"), symbols=symbols, mxnet_on_target=False)
+    with pytest.raises(VerificationError, match=r"differ from MXNet's beyond .* on bad batch 1 .*logits: 5\.0e-01"):
+        run_onnx_compare(TARGETS["x86_64"], settings, options)
+    kept = json.loads((settings.output_dir("x86_64") / "onnx" / "onnx-compare-x86_64.json").read_text())
+    assert [(c["network"], bool(c["failures"])) for c in kept["cells"]] == [("good", False), ("bad", True),
+                                                                           ("good2", False)]
+    assert not (settings.output_dir("x86_64") / "onnx" / "onnx-compare-x86_64.partial.json").exists()
