@@ -96,8 +96,14 @@ def test_members_get_their_grace_and_those_ignoring_sigterm_are_killed(tmp_path:
 
 
 TASK = """
+import signal
 import sys
 from pathlib import Path
+# as a process started from a terminal has them: a test run in the background (CI's `cmd &`) starts
+# with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from nnpack_toolchain.cli import reports_errors
 from nnpack_toolchain.runner import run
 
