@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
 from nnpack_toolchain.check_model import ReasonCode, check_model
 from nnpack_toolchain.distros import DISTRIBUTIONS
 from nnpack_toolchain.errors import ConfigurationError, VerificationError
+from nnpack_toolchain.insn_count import InsnCountError
+from nnpack_toolchain.procgroup import run_group
 from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.target_env import PythonEnv
 from nnpack_toolchain.targets import TARGETS
@@ -291,8 +295,10 @@ def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache
     # the host's qemu-aarch64 (7.2, the plugin's API), not the static QEMU 10 the env came with
     assert argv[:4] == ["qemu-aarch64", "-L", str(tmp_path / "root"), str(tmp_path / "root/python3.11")]
     assert argv[4].endswith("count_cell.py") and argv[5] == "--layer"
-    assert argv[-6:] == ["--variants", str(tmp_path / "work" / "count-variants.json"), "--warmup", "2",
-                         "--passes", "0,2"]
+    key = runner("abc").key(cell)
+    assert argv[-6:] == ["--variants", str(tmp_path / "work" / f"count-variants-{key[:12]}.json"), "--warmup", "2",
+                         "--passes", "0,2"]  # named by the cell: alike run to run, apart from other jobs' cells
+    assert not list((tmp_path / "work").glob("count-variants-*.json"))  # removed once counted
     env = qemu.envs[0]
     assert env["MXNET_ENGINE_TYPE"] == "NaiveEngine" and env["OMP_NUM_THREADS"] == "1"
     assert env["MXNET_CPU_NNPACK_NTHREADS"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
@@ -422,6 +428,123 @@ def test_an_interrupted_run_leaves_what_it_counted_marked_partial(tmp_path: Path
     assert [r["network"] for r in saved["networks"]] == ["resnet18"]
     flops = sum(layer.shape.flops_per_image for layer in conv_layers("resnet18", 1))
     assert saved["networks"][0]["insns_per_image"][MXNET] == pytest.approx(3.0 * flops)
+
+
+class Overlapping(FakeQemu):
+    """FakeQemu that takes a moment per cell and records how many cells ran at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, argv, settings, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            return super().__call__(argv, settings, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_cells_counted_several_at_once_give_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+    results = {}
+    for jobs in (1, 3):
+        qemu = Overlapping()
+        results[jobs] = bench_count.run_count(
+            TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site", Path("mxnet.whl"), "abc",
+            CountOptions(networks=("alexnet", "resnet18"), batches=(1,), jobs=jobs), tmp_path / f"bench{jobs}",
+            tmp_path / "log", qemu)
+        assert qemu.most == jobs  # 5 + 12 layer cells: three ran at once with 3 jobs, one at a time with 1
+        assert len(qemu.calls) == 5 + 12 + 2 + 1  # each cell once, and the repeat
+        assert not list((tmp_path / f"bench{jobs}" / "count").glob("count-variants-*.json"))
+
+    def counts(run: dict) -> tuple:
+        return ([(r["network"], r["insns_per_image"], r["auto_choices"]) for r in run["networks"]],
+                [(r["layer"], r["insns_per_image"], r["auto_choice"]) for r in run["layers"]],
+                [(r["shape"], r["insns_per_image"]) for r in run["shapes"]])
+
+    assert counts(results[3]) == counts(results[1])
+    assert [r["network"] for r in results[3]["networks"]] == ["alexnet", "resnet18"]
+
+
+class Sleeping(FakeQemu):
+    """Each cell is a real process group (a shell and its sleeping child) that would run for a minute;
+    the cell named `fails` exits with an error at once instead."""
+
+    def __init__(self, tmp_path: Path, fails: str | None = None) -> None:
+        super().__init__()
+        self.tmp_path, self.fails = tmp_path, fails
+        self.started: list[Path] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, argv, settings, **kwargs):
+        args = [str(a) for a in argv]
+        name = json.loads(args[args.index("--layer") + 1])["num_filter"]
+        if str(name) == self.fails:
+            raise InsnCountError(f"cell {name} failed")
+        pids = self.tmp_path / f"pids-{name}"
+        with self.lock:
+            self.started.append(pids)
+        proc = run_group(["sh", "-c", f"sleep 60 & echo $$ $! > {pids}; wait"], capture_output=True, timeout=120)
+        if proc.returncode != 0:  # as run_counted: a guest killed by a signal gives no count
+            raise InsnCountError(f"cell {name} was killed by signal {-proc.returncode}")
+        return super().__call__(argv, settings, **kwargs)
+
+
+def cells_with_filters(*filters: int) -> list:
+    return [layer_cell(ConvShape(batch=1, in_c=8, in_h=8, in_w=8, out_c=n, kernel=(3, 3), pad=(1, 1)), [MXNET])
+            for n in filters]
+
+
+def pids_of(paths: list[Path], seconds: float = 30) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while not all(p.is_file() and p.read_text().endswith("\n") for p in paths):
+        assert time.monotonic() < deadline, f"the cells did not start: {paths}"
+        time.sleep(0.05)
+    return [int(pid) for p in paths for pid in p.read_text().split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_an_interrupt_stops_every_cell_the_workers_run(tmp_path: Path) -> None:
+    """Ctrl-C reaches only the main thread: the cells running in worker threads must stop too, at once."""
+    qemu = Sleeping(tmp_path)
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                        CountOptions(jobs=2), {"wheel_sha256": "abc"}, tmp_path / "log", qemu)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with runner.parallel():
+            runner.prefetch(cells_with_filters(1, 2, 3))
+            pids = pids_of([tmp_path / "pids-1", tmp_path / "pids-2"])
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 20  # not the cells' 60 s
+    assert [pid for pid in pids if running(pid)] == []  # the shells and their sleeps
+    assert len(qemu.started) == 2 and runner.cache == {}  # the third cell never started; nothing half-counted kept
+
+
+def test_a_failed_cell_stops_the_others_and_is_reported(tmp_path: Path) -> None:
+    qemu = Sleeping(tmp_path, fails="2")
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                        CountOptions(jobs=2), {"wheel_sha256": "abc"}, tmp_path / "log", qemu)
+    one, two = cells_with_filters(1, 2)
+    started = time.monotonic()
+    with pytest.raises(InsnCountError, match="cell 2 failed"):
+        with runner.parallel():
+            runner.prefetch([one, two])
+            pids = pids_of([tmp_path / "pids-1"])
+            runner.run_cell(two)
+    assert time.monotonic() - started < 20
+    assert [pid for pid in pids if running(pid)] == []
 
 
 def test_count_needs_an_emulated_target(tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ class BenchOptions:
     """Guest instructions per image under QEMU, per network, batch, policy and convolution layer (bench_count)."""
     onnxruntime: bool = False
     """x86-64: an ONNX Runtime column (the networks exported with MXNet's exporter; onnx_compare.py)."""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """--count: cells counted at once (CountOptions.jobs)."""
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in MODELS]
@@ -170,7 +172,8 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             built = current_wheel(target, settings)
             results["count"] = bench_count.run_count(
                 target, settings, env, site, wheel, built.wheel_sha256,
-                bench_count.CountOptions(networks=options.networks, batches=options.batches, layers=options.layers),
+                bench_count.CountOptions(networks=options.networks, batches=options.batches, layers=options.layers,
+                                     jobs=options.jobs),
                 bench_dir, step.log_path)
             step.note = results["count"]["json"]
             if not (options.timing or options.memory):  # bench.json keeps the last speed/memory run

@@ -66,6 +66,53 @@ def write_models(models: Path, networks: Iterable[str]) -> None:
         write_model(name, models / f"{name}-symbol.json")
 
 
+def distinct_shapes(network: str, batch: int) -> list[ConvShape]:
+    """A network's convolution shapes at a batch size, each once, in network order."""
+    return list(dict.fromkeys(layer.shape for layer in conv_layers(network, batch)))
+
+
+def count_network(runner: CellRunner, results: dict[str, Any], shape_counts: dict[ConvShape, dict[str, Measured]],
+                  models: Path, network: str, batch: int, per_layer: bool, log_path: Path) -> Cell:
+    """One network at one batch size: its layers (per_layer; into shape_counts and results["layers"]),
+    then the network under each policy, auto pinned to the layers' choices (results["networks"])."""
+    flops = network_flops_per_image(network)
+    layers = conv_layers(network, batch)
+    choices: dict[ConvShape, str] = {}
+    if per_layer:
+        for layer in layers:
+            if layer.shape not in shape_counts:
+                shape_counts[layer.shape] = measure_shape(runner, layer.shape)
+            per_choice = {name: m.insns_per_image for name, m in shape_counts[layer.shape].items()}
+            choices[layer.shape] = auto_choice(per_choice)
+            results["layers"].append(layer_row(layer, shape_counts[layer.shape], choices[layer.shape]))
+    pins = [(shape, choice) for shape, choice in choices.items() if nnpack_rejects(shape) is None]
+    cell = network_cell(models, network, batch, tuning_table(pins) if per_layer else None)
+    measured = runner.measure(cell)
+    row: dict[str, Any] = {"network": network, "batch": batch, "flops_per_image": flops,
+                           "insns_per_image": {}, "flop_per_insn": {}, "forks": {}}
+    for variant in cell.variants:
+        m = measured[variant.name]
+        want = expected_network_calls(layers, variant.policy, choices)
+        got = m.record.get("nnpack_conv_calls_per_pass")
+        if got != want:
+            raise VerificationError(f"{cell.label}: {variant.name}: NNPACK ran {got} convolutions per pass, "
+                                    f"expected {want}", log_path=log_path)
+        if variant.policy == "auto":  # a transform over the memory budget runs the algorithm without one
+            wanted = sum(1 for layer in layers if choices[layer.shape].endswith(" precompute"))
+            row["transforms"] = {"pinned": wanted, "held": m.record.get("transforms")}
+            if (m.record.get("transforms") or 0) < wanted:
+                log.warn(f"{cell.label}: {wanted} layers are pinned to a precomputed transform, "
+                         f"{m.record.get('transforms')} hold one (memory budget)")
+        row["insns_per_image"][variant.name] = m.insns_per_image
+        row["flop_per_insn"][variant.name] = flop_per_insn(flops, m.insns_per_image)
+        row["forks"][variant.name] = fork_json(m)
+    row["seconds"] = runner.run_cell(cell)["seconds"]
+    if per_layer:
+        row["auto_choices"] = {layer.name: choices[layer.shape] for layer in layers}
+    results["networks"].append(row)
+    return cell
+
+
 def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wheel: Path, wheel_sha256: str,
               options: CountOptions, bench_dir: Path, log_path: Path,
               run: Callable[..., Any] = run_counted) -> dict[str, Any]:
@@ -89,47 +136,17 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     first_cell: Cell | None = None
     json_path = bench_dir / f"count-{target.name}.json"
     partial_path = bench_dir / f"count-{target.name}.partial.json"  # a complete json_path stays until replaced
-    for network in options.networks:
-        flops = network_flops_per_image(network)
-        for batch in options.batches:
-            layers = conv_layers(network, batch)
-            choices: dict[ConvShape, str] = {}
-            if options.layers:
-                for layer in layers:
-                    if layer.shape not in shape_counts:
-                        shape_counts[layer.shape] = measure_shape(runner, layer.shape)
-                    per_choice = {name: m.insns_per_image for name, m in shape_counts[layer.shape].items()}
-                    choices[layer.shape] = auto_choice(per_choice)
-                    results["layers"].append(layer_row(layer, shape_counts[layer.shape], choices[layer.shape]))
-            pins = [(shape, choice) for shape, choice in choices.items() if nnpack_rejects(shape) is None]
-            cell = network_cell(models, network, batch, tuning_table(pins) if options.layers else None)
-            first_cell = first_cell or cell
-            measured = runner.measure(cell)
-            row: dict[str, Any] = {"network": network, "batch": batch, "flops_per_image": flops,
-                                   "insns_per_image": {}, "flop_per_insn": {}, "forks": {}}
-            for variant in cell.variants:
-                m = measured[variant.name]
-                want = expected_network_calls(layers, variant.policy, choices)
-                got = m.record.get("nnpack_conv_calls_per_pass")
-                if got != want:
-                    raise VerificationError(f"{cell.label}: {variant.name}: NNPACK ran {got} convolutions per pass, "
-                                            f"expected {want}", log_path=log_path)
-                if variant.policy == "auto":  # a transform over the memory budget runs the algorithm without one
-                    wanted = sum(1 for layer in layers if choices[layer.shape].endswith(" precompute"))
-                    row["transforms"] = {"pinned": wanted, "held": m.record.get("transforms")}
-                    if (m.record.get("transforms") or 0) < wanted:
-                        log.warn(f"{cell.label}: {wanted} layers are pinned to a precomputed transform, "
-                                 f"{m.record.get('transforms')} hold one (memory budget)")
-                row["insns_per_image"][variant.name] = m.insns_per_image
-                row["flop_per_insn"][variant.name] = flop_per_insn(flops, m.insns_per_image)
-                row["forks"][variant.name] = fork_json(m)
-            row["seconds"] = runner.run_cell(cell)["seconds"]
-            if options.layers:
-                row["auto_choices"] = {layer.name: choices[layer.shape] for layer in layers}
-            results["networks"].append(row)
-            results["shapes"] = shapes_json(runner, shape_counts)
-            # what is counted so far, readable while (or if never) the rest is counted
-            atomic_write_text(partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+    with runner.parallel():
+        for index, network in enumerate(options.networks):
+            if options.layers:  # this network's layer cells and the next's, for the workers (CountOptions.jobs)
+                runner.prefetch(layer_cell(shape) for name in options.networks[index:index + 2]
+                                for batch in options.batches for shape in distinct_shapes(name, batch))
+            for batch in options.batches:
+                cell = count_network(runner, results, shape_counts, models, network, batch, options.layers, log_path)
+                first_cell = first_cell or cell
+                results["shapes"] = shapes_json(runner, shape_counts)
+                # what is counted so far, readable while (or if never) the rest is counted
+                atomic_write_text(partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
     results["shapes"] = shapes_json(runner, shape_counts)
     if first_cell is None and shape_counts:
         first_cell = layer_cell(next(iter(shape_counts)))

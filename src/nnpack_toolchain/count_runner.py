@@ -18,15 +18,24 @@ Threads would also change the count: spin-waits add instructions that differ run
 
 Each cell's raw totals are kept in `<work>/count-cells.json` (keyed by the wheel, QEMU, the
 scripts, the cell, its variants and environment): an interrupted run resumes.
+
+Cells are independent single-threaded processes, so `CountOptions.jobs` of them run at once
+(`CellRunner.parallel`, `prefetch`): worker threads each wait on one QEMU process; the counts do
+not change (each is one process's own), only the wall time. On Ctrl-C or SIGTERM, which only the
+main thread sees, every running cell's process group is stopped (procgroup.stop_running).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,7 @@ from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE,
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .insn_count import run_counted
+from .procgroup import GRACE_SECONDS, stop_running
 from .settings import Settings
 from .smoke import SCRIPTS
 from .target_env import PythonEnv
@@ -68,8 +78,12 @@ class CountOptions:
     timeout: float = 12 * 3600
     inline: bool = False
     """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Cells counted at once, each one single-threaded QEMU process (the counts do not depend on it)."""
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigurationError(f"--jobs must be at least 1 (cells counted at once), not {self.jobs}")
         if self.min_increment < 0:
             raise ConfigurationError(f"the minimum increment must be positive, not {self.min_increment}")
         if self.warmup < 2:
@@ -137,6 +151,10 @@ class CellRunner:
         self.script_digest = hashlib.sha256(b"".join(
             (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py", "forking.py"))
         ).hexdigest()[:16]
+        self._lock = threading.Lock()  # the cache, its file and _pending
+        self._pending: dict[str, Future[None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()
 
     def environment(self) -> dict[str, str]:
         return self.env.environment({"PYTHONPATH": str(self.site), **CELL_ENV})
@@ -149,12 +167,68 @@ class CellRunner:
     def passes(self, cell: Cell) -> tuple[int, int]:
         return cell_passes(cell.flops_per_pass, self.options.min_increment)
 
+    @contextmanager
+    def parallel(self) -> Iterator[None]:
+        """Within the block, cells given to prefetch (and any run_cell) run options.jobs at a time in
+        worker threads. Leaving it by an exception (Ctrl-C, SIGTERM, a failed cell) stops every running
+        cell's process group and waits for the workers."""
+        if self.options.jobs <= 1:
+            yield
+            return
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(self.options.jobs, thread_name_prefix="count-cell")
+        try:
+            yield
+        except BaseException:
+            self._stopping.set()
+            with self._lock:
+                futures = list(self._pending.values())
+            for future in futures:
+                future.cancel()
+            while not all(future.done() for future in futures):  # a worker may start one more before it sees _stopping
+                stop_running(GRACE_SECONDS)
+                wait(futures, timeout=0.5)
+            raise
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            with self._lock:
+                self._pending.clear()
+
+    def prefetch(self, cells: Iterable[Cell]) -> None:
+        """Queue the cells not yet counted (nor queued) for the workers; no-op outside parallel()."""
+        for cell in cells:
+            self._submit(cell, self.key(cell))
+
+    def _submit(self, cell: Cell, key: str) -> Future[None] | None:
+        with self._lock:
+            if self._pool is None or key in self.cache:
+                return None
+            if key not in self._pending:
+                self._pending[key] = self._pool.submit(self._worker, cell, key)
+            return self._pending[key]
+
+    def _worker(self, cell: Cell, key: str) -> None:
+        if self._stopping.is_set():
+            raise InterruptedError("the count is stopping")
+        self._count(cell, key, keep=True)
+
     def run_cell(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Any]:
         """The cell's raw result: every process's total, the RESULT records, the run time."""
         key = self.key(cell)
-        if use_cache and key in self.cache:
-            return {**self.cache[key], "cached": True}
-        variants = self.work / "count-variants.json"  # one fixed path: the command line is alike run to run
+        with self._lock:
+            if use_cache and key in self.cache:
+                return {**self.cache[key], "cached": True}
+        future = self._submit(cell, key) if use_cache else None
+        if future is None:
+            return self._count(cell, key, keep=use_cache)
+        future.result()  # the worker's error, if it failed
+        with self._lock:
+            return {**self.cache[key], "cached": False}
+
+    def _count(self, cell: Cell, key: str, *, keep: bool) -> dict[str, Any]:
+        """Count the cell in one process now; keep: into the cache (and its file)."""
+        variants = self.work / f"count-variants-{key[:12]}.json"  # alike run to run for the same cell
         variants.write_text(json.dumps([v.to_json() for v in cell.variants], indent=1) + "\n")
         argv = [*self.env.argv, SCRIPTS / "count_cell.py", *cell.args, "--variants", variants,
                 "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.passes(cell)))]
@@ -165,9 +239,11 @@ class CellRunner:
                    if line.startswith("RESULT ")]
         entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1, "passes": self.passes(cell),
                  "seconds": round(time.monotonic() - started, 1), "records": records}
-        if use_cache:
-            self.cache[key] = entry
-            atomic_write_text(self.cache_path, json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
+        variants.unlink(missing_ok=True)
+        if keep:
+            with self._lock:
+                self.cache[key] = entry
+                atomic_write_text(self.cache_path, json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
         return {**entry, "cached": False}
 
     def measure(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Measured]:

@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,13 +121,19 @@ def qemu_source_lines(suite: str) -> str:
     return "".join(f"deb-src [signed-by={DEBIAN_KEYRING}] {uri} {name} main\n" for uri, name in lines)
 
 
+_PLUGIN_BUILD = threading.Lock()
+"""One build of the plugin at a time within this process too (the file lock is per process)."""
+_LOG_APPEND = threading.Lock()
+"""Counted runs in several threads (count_runner's jobs) append their output to one log whole."""
+
+
 def ensure_insn_plugin(settings: Settings) -> Path:
     """QEMU's insn plugin for the installed qemu-user, built from its Debian source on first use."""
     final = plugin_path(settings)
     if final.is_file():
         return final
     root = final.parent.parent
-    with exclusive(root / ".lock", "another process is building the QEMU insn plugin; waiting"):
+    with _PLUGIN_BUILD, exclusive(root / ".lock", "another process is building the QEMU insn plugin; waiting"):
         if final.is_file():
             return final
         missing = {tool: pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None}
@@ -244,7 +251,7 @@ def run_counted(command: Sequence[str | os.PathLike[str]], settings: Settings, *
                                  "give a larger timeout or a smaller workload", log_path=log_path) from exc
         plugin_out = qemu_log.read_text(errors="replace") if qemu_log.is_file() else ""
     if log_path is not None:
-        with open(log_path, "a") as stream:
+        with _LOG_APPEND, open(log_path, "a") as stream:
             stream.write(f"\n$ {' '.join(argv)}\n# exit code {proc.returncode}\n# stdout:\n{proc.stdout}"
                          f"# stderr:\n{proc.stderr}# QEMU log:\n{plugin_out}")
     counts = parse_counts(plugin_out)

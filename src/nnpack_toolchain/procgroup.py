@@ -6,7 +6,8 @@ would go on writing into a build tree or burning a core after the toolchain has 
 starts the command as the leader of a new session and, if the toolchain stops waiting for any
 reason (timeout, Ctrl-C, SIGTERM or SIGHUP turned into `Terminated`), `stop_group` sends the whole
 group SIGTERM, gives it a grace period (reading its output meanwhile), then sends SIGKILL to what
-is left, and reaps the leader before the exception goes on.
+is left, and reaps the leader before the exception goes on. A caller that runs tools from worker
+threads (only the main thread gets signals) stops them all with `stop_running`.
 
 Being a session of its own, the group does not get the terminal's signals: Ctrl-C, a closed
 terminal and SIGTERM reach the toolchain, which passes them on as above; to pause a run, stop the
@@ -26,6 +27,9 @@ from typing import Any
 
 GRACE_SECONDS = 5.0
 UNWINDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_running: set[subprocess.Popen[Any]] = set()
+"""The groups run_group is waiting on, in any thread (stop_running)."""
+_running_lock = threading.Lock()
 
 
 class Terminated(KeyboardInterrupt):
@@ -51,6 +55,8 @@ def run_group(argv: Any, *, timeout: float | None = None, input: str | bytes | N
             raise ValueError("stdin and input may not both be used")
         popen["stdin"] = subprocess.PIPE
     with subprocess.Popen(argv, start_new_session=True, **popen) as proc:
+        with _running_lock:
+            _running.add(proc)
         try:
             stdout, stderr = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
@@ -59,6 +65,9 @@ def run_group(argv: Any, *, timeout: float | None = None, input: str | bytes | N
         except BaseException:
             stop_group(proc, grace)
             raise
+        finally:
+            with _running_lock:
+                _running.discard(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -85,6 +94,23 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> tup
             proc.wait()
             output = (None, None)
     return output
+
+
+def stop_running(grace: float = GRACE_SECONDS) -> int:
+    """SIGTERM to every group run_group is waiting on in any thread, up to `grace` seconds for them to
+    end, SIGKILL to what is left; the threads' own run_group calls then return (and reap). For a
+    caller whose tools run in worker threads, which never see Ctrl-C or SIGTERM. Returns how many
+    groups were signalled."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_group_alive(proc.pid) for proc in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGKILL)
+    return len(procs)
 
 
 def _read_until(proc: subprocess.Popen[Any], deadline: float) -> tuple[Any, Any] | None:
