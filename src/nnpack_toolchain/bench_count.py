@@ -21,7 +21,6 @@ REPEAT_TOLERANCE (0.1 %). Results: a table, count-<target>.json and two PNG plot
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -38,7 +37,7 @@ from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLER
 from .count_runner import (CELL_ENV, Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell,
                            network_cell)
 from .errors import ConfigurationError, VerificationError
-from .files import atomic_write_text, save_figure
+from .files import ResultsJson, save_figure
 from .insn_count import installed_qemu_version, run_counted
 from .settings import Settings
 from .target_env import PythonEnv
@@ -134,8 +133,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     }
     shape_counts: dict[ConvShape, dict[str, Measured]] = {}
     first_cell: Cell | None = None
-    json_path = bench_dir / f"count-{target.name}.json"
-    partial_path = bench_dir / f"count-{target.name}.partial.json"  # a complete json_path stays until replaced
+    saved = ResultsJson(bench_dir, f"count-{target.name}")
     with runner.parallel():
         for index, network in enumerate(options.networks):
             if options.layers:  # this network's layer cells and the next's, for the workers (CountOptions.jobs)
@@ -145,16 +143,14 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                 cell = count_network(runner, results, shape_counts, models, network, batch, options.layers, log_path)
                 first_cell = first_cell or cell
                 results["shapes"] = shapes_json(runner, shape_counts)
-                # what is counted so far, readable while (or if never) the rest is counted
-                atomic_write_text(partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+                saved.save_partial(results)
     results["shapes"] = shapes_json(runner, shape_counts)
     if first_cell is None and shape_counts:
         first_cell = layer_cell(next(iter(shape_counts)))
     if first_cell is not None:
         results["repeat"] = repeat_check(runner, first_cell)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
-    partial_path.unlink(missing_ok=True)
+    json_path = saved.save(results)
     results["json"] = str(json_path)
     results["plots"] = [str(p) for p in plot_counts(results, bench_dir)]
     repeat = results.get("repeat")

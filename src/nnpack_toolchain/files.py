@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -38,3 +39,22 @@ def save_figure(figure: Any, plt: Any, path: Path) -> Path:
     plt.close(figure)
     tmp.replace(path)
     return path
+
+
+class ResultsJson:
+    """A long run's results as `<stem>.json` in directory: after every step `<stem>.partial.json`
+    (`"partial": true`) holds what is done so far, readable while (or if never) the rest is done;
+    `save` writes the complete file and removes the partial one. A complete file from an earlier
+    run stays until replaced."""
+
+    def __init__(self, directory: Path, stem: str) -> None:
+        self.path = directory / f"{stem}.json"
+        self.partial_path = directory / f"{stem}.partial.json"
+
+    def save_partial(self, results: dict[str, Any]) -> Path:
+        return atomic_write_text(self.partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+
+    def save(self, results: dict[str, Any]) -> Path:
+        atomic_write_text(self.path, json.dumps(results, indent=2) + "\n")
+        self.partial_path.unlink(missing_ok=True)
+        return self.path

@@ -51,7 +51,7 @@ from rich.table import Table
 
 from . import insn_count, log
 from .errors import ConfigurationError, VerificationError
-from .files import atomic_write_text
+from .files import ResultsJson
 from .model_zoo import MODELS, write_model
 from .procgroup import run_group
 from .runner import run
@@ -355,8 +355,7 @@ def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -
         mx_site = install_mxnet(env, wheel, settings, step.log_path) if wheel else None
         results["mxnet_wheel"] = wheel.name if wheel else None
         symbols = Path(tempfile.mkdtemp(prefix="nntc-onnx-symbols-"))
-        json_path = out_dir / f"onnx-compare-{target.name}.json"
-        partial_path = out_dir / f"onnx-compare-{target.name}.partial.json"
+        saved = ResultsJson(out_dir, f"onnx-compare-{target.name}")
         try:
             for network, batch in ((n, b) for n in options.networks for b in options.batches):
                 exported = export_model(settings, symbol_file(network, options, symbols), batch, options.size,
@@ -396,13 +395,11 @@ def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -
                             policy: count_mxnet(env, mx_site, symbol, exported, policy, settings, options, step.log_path)
                             for policy in options.mxnet_count}
                 results["cells"].append(cell)
-                # what is done so far, readable while (or if never) the rest is counted
-                atomic_write_text(partial_path, json.dumps({**results, "partial": True}, indent=2) + "\n")
+                saved.save_partial(results)
         finally:
             shutil.rmtree(symbols, ignore_errors=True)
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
-        partial_path.unlink(missing_ok=True)
+        json_path = saved.save(results)
         results["json"] = str(json_path)
         step.note = str(json_path)
         failed = [f"{c['network']} batch {c['batch']} ({'; '.join(c['failures'])})" for c in results["cells"]
