@@ -21,7 +21,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,18 +136,24 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 @contextmanager
+def _handlers(signums: Iterable[int], handler: Any) -> Iterator[None]:
+    """handler for each of signums within the block, the previous ones restored after it."""
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+@contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP do nothing within the block (main thread; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = (signal.SIGINT, *UNWINDING_SIGNALS)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in names}
-    try:
+    with _handlers((signal.SIGINT, *UNWINDING_SIGNALS), signal.SIG_IGN):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextmanager
@@ -162,10 +168,5 @@ def sigterm_unwinds() -> Iterator[None]:
         raise Terminated(signum)
 
     # a signal ignored on purpose (nohup, a supervisor) stays ignored
-    previous = {signum: signal.signal(signum, _raise) for signum in UNWINDING_SIGNALS
-                if signal.getsignal(signum) is not signal.SIG_IGN}
-    try:
+    with _handlers([signum for signum in UNWINDING_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN], _raise):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
