@@ -547,6 +547,46 @@ def test_a_failed_cell_stops_the_others_and_is_reported(tmp_path: Path) -> None:
     assert [pid for pid in pids if running(pid)] == []
 
 
+def test_a_run_takes_counted_cells_from_another_machines_cache(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long run is carried to a new machine by its count-cells.json (--cells): the same wheel's cells
+    are not counted again and give the same table; another wheel's are not taken."""
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+
+    def run(home: str, wheel_sha256: str, seeds: tuple[Path, ...] = ()) -> tuple[dict, FakeQemu]:
+        qemu = FakeQemu()
+        results = bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path / home), fake_env(tmp_path),
+                                        tmp_path / "site", Path("mxnet.whl"), wheel_sha256,
+                                        CountOptions(networks=("alexnet",), batches=(1,), jobs=1, seeds=seeds),
+                                        tmp_path / home / "bench", tmp_path / "log", qemu)
+        return results, qemu
+
+    first, qemu = run("one", "abc")
+    assert len(qemu.calls) == 5 + 1 + 1
+    kept = tmp_path / "kept-cells.json"
+    kept.write_text((tmp_path / "one" / "bench" / "count" / "count-cells.json").read_text())
+    again, qemu = run("two", "abc", (kept,))
+    assert len(qemu.calls) == 1  # only the repeat, which is never taken from a cache
+    assert again["networks"][0]["insns_per_image"] == first["networks"][0]["insns_per_image"]
+    assert [r["insns_per_image"] for r in again["layers"]] == [r["insns_per_image"] for r in first["layers"]]
+    _, qemu = run("three", "def", (kept,))  # another wheel: its cells are its own
+    assert len(qemu.calls) == 5 + 1 + 1
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", r"--cells .*bad\.json: cannot read it as JSON"),
+    ('[1, 2]', r"not a count-cells\.json of invoke bench --count \(1 entries unlike a counted cell"),
+    ('{"abc": {"totals": []}}', r"not a count-cells\.json .*e\.g\. 'abc'"),
+])
+def test_a_seed_that_is_not_a_cell_cache_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    with pytest.raises(ConfigurationError, match=message):
+        CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                   CountOptions(seeds=(bad,)), {"wheel_sha256": "abc"}, tmp_path / "log", FakeQemu())
+    assert not (tmp_path / "work" / "count-cells.json").exists()
+
+
 def test_count_needs_an_emulated_target(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="give an ARM target"):
         bench_count.run_count(TARGETS["x86_64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path,

@@ -72,6 +72,8 @@ class BenchOptions:
     """x86-64: an ONNX Runtime column (the networks exported with MXNet's exporter; onnx_compare.py)."""
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     """--count: cells counted at once (CountOptions.jobs)."""
+    cells: tuple[Path, ...] = ()
+    """--count: count-cells.json files to take counted cells from (CountOptions.seeds)."""
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.networks if n not in MODELS]
@@ -173,7 +175,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             results["count"] = bench_count.run_count(
                 target, settings, env, site, wheel, built.wheel_sha256,
                 bench_count.CountOptions(networks=options.networks, batches=options.batches, layers=options.layers,
-                                     jobs=options.jobs),
+                                     jobs=options.jobs, seeds=options.cells),
                 bench_dir, step.log_path)
             step.note = results["count"]["json"]
             if not (options.timing or options.memory):  # bench.json keeps the last speed/memory run

@@ -80,6 +80,9 @@ class CountOptions:
     """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Cells counted at once, each one single-threaded QEMU process (the counts do not depend on it)."""
+    seeds: tuple[Path, ...] = ()
+    """Other count-cells.json files (another machine's, a kept one) to take counted cells from: a cell
+    is taken only under the same key (wheel, QEMU, scripts, cell), so a seed never changes a count."""
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
@@ -147,6 +150,9 @@ class CellRunner:
         work.mkdir(parents=True, exist_ok=True)
         self.cache_path = work / "count-cells.json"
         self.cache: dict[str, Any] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        for seed in options.seeds:
+            for key, entry in read_seed(seed).items():
+                self.cache.setdefault(key, entry)
         self._run = run
         self.script_digest = hashlib.sha256(b"".join(
             (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py", "forking.py"))
@@ -160,7 +166,9 @@ class CellRunner:
         return self.env.environment({"PYTHONPATH": str(self.site), **CELL_ENV})
 
     def key(self, cell: Cell) -> str:
-        text = json.dumps([self.identity, self.script_digest, cell.args, [v.to_json() for v in cell.variants],
+        # the work directory (the models' path) is the machine's, not the cell's: a cache moves between homes
+        args = [str(a).replace(str(self.work), "<work>") for a in cell.args]
+        text = json.dumps([self.identity, self.script_digest, args, [v.to_json() for v in cell.variants],
                            CELL_ENV, self.passes(cell), self.options.warmup, self.options.inline], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -277,6 +285,22 @@ class CellRunner:
                                         f"{m.spread:.3%} (limit {REPEAT_TOLERANCE:.1%}; totals {list(m.totals)})",
                                         log_path=self.log_path)
         return measured
+
+
+def read_seed(path: Path) -> dict[str, Any]:
+    """A count-cells.json to take cells from (CountOptions.seeds); ConfigurationError naming what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"--cells {path}: cannot read it as JSON ({exc}); give a count-cells.json that "
+                                 "invoke bench --count wrote") from None
+    entry_keys = {"totals", "records", "passes", "seconds"}
+    bad = [key for key, entry in data.items() if len(key) != 64 or not isinstance(entry, dict)
+           or not entry_keys <= set(entry)] if isinstance(data, dict) else ["(not an object)"]
+    if bad:
+        raise ConfigurationError(f"--cells {path}: not a count-cells.json of invoke bench --count ({len(bad)} entries "
+                                 f"unlike a counted cell, e.g. {bad[0][:20]!r})")
+    return data
 
 
 def choice_variant(shape: ConvShape, choice: str) -> Variant:
