@@ -144,9 +144,6 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                 first_cell = first_cell or cell
                 results["shapes"] = shapes_json(runner, shape_counts)
                 saved.save_partial(results)
-    results["shapes"] = shapes_json(runner, shape_counts)
-    if first_cell is None and shape_counts:
-        first_cell = layer_cell(next(iter(shape_counts)))
     if first_cell is not None:
         results["repeat"] = repeat_check(runner, first_cell)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -81,8 +81,7 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> tup
             _signal_group(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             output = _read_until(proc, deadline)
-            while _group_alive(proc.pid) and time.monotonic() < deadline:  # members' own clean-up
-                time.sleep(0.05)
+            _wait_gone([proc.pid], deadline)  # members' own clean-up
         finally:
             _signal_group(proc.pid, signal.SIGKILL)
         if output is None:
@@ -105,9 +104,7 @@ def stop_running(grace: float = GRACE_SECONDS) -> int:
         procs = list(_running)
     for proc in procs:
         _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(_group_alive(proc.pid) for proc in procs) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_gone([proc.pid for proc in procs], time.monotonic() + grace)
     for proc in procs:
         _signal_group(proc.pid, signal.SIGKILL)
     return len(procs)
@@ -118,6 +115,12 @@ def _read_until(proc: subprocess.Popen[Any], deadline: float) -> tuple[Any, Any]
         return proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return None
+
+
+def _wait_gone(pgids: list[int], deadline: float) -> None:
+    """Until every group of pgids has ended, or the deadline."""
+    while any(_group_alive(pgid) for pgid in pgids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _group_alive(pgid: int) -> bool:
