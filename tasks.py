@@ -248,7 +248,7 @@ def build(c, arch="all", jobs=None, offline=False, source=None, backend="fast", 
 @reports_errors
 def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None):
     """Show which layers of an MXNet model are eligible for NNPACK (this build and MXNet 1.0 rules) and their FLOP share."""
-    from nnpack_toolchain.check_model import main as check_model_main
+    from nnpack_toolchain.check_model_report import main as check_model_main
     from nnpack_toolchain.errors import ConfigurationError
     from nnpack_toolchain.model_zoo import write_model
 

@@ -19,11 +19,9 @@ from nnpack_toolchain.check_model import (
     ReasonCode,
     RuleSet,
     check_model,
-    main,
     parse_shape,
-    render_table,
-    report_to_json,
 )
+from nnpack_toolchain.check_model_report import main, render_table, report_to_json
 from nnpack_toolchain.errors import ConfigurationError
 
 BUILD, STRICT = RuleSet.BUILD, RuleSet.STRICT_1_0

@@ -1,5 +1,9 @@
 """Which layers of an MXNet model are eligible for NNPACK in this build, and what share of the work that is.
 
+This module is the analysis: :mod:`nnpack_toolchain.model_symbol` feeds it the parsed symbol file, and
+the :class:`ModelReport` it returns is printed (table, totals, JSON) by
+:mod:`nnpack_toolchain.check_model_report`.
+
 ``invoke check-model MODEL`` reads an MXNet symbol file (the ``*-symbol.json`` written by
 ``mx.sym.save`` or ``HybridBlock.export``; or ``zoo:NAME`` for a model from
 :mod:`nnpack_toolchain.model_zoo`), infers every layer's output shape from the data shape
@@ -44,30 +48,30 @@ NNPACK. ``MXNET_NNPACK_VERBOSE=1`` logs what a running model chose.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import Any
 
 from .errors import ConfigurationError
-
-Shape = tuple[int, ...]
+from .model_symbol import (
+    SYMBOL_HINT,
+    Node,
+    Shape,
+    fail,
+    load_symbol,
+    mxnet_version,
+    parse_bool,
+    parse_int,
+    parse_nodes,
+    parse_str,
+    parse_tuple,
+    tuple_text,
+)
 
 DEFAULT_DATA_SHAPE: Shape = (3, 224, 224)
-ELIGIBILITY_NOTE = ("eligible = this build may hand the layer to NNPACK; under the default MXNET_NNPACK_POLICY=auto "
-                    "it times MXNet's own code against NNPACK on the first calls and keeps the faster, so MXNet "
-                    "may win some eligible layers (MXNET_NNPACK_POLICY=always runs all of them on NNPACK; "
-                    "MXNET_NNPACK_VERBOSE=1 logs each choice)")
-SYMBOL_HINT = ("give the model's *-symbol.json (written by mx.sym.save or HybridBlock.export), "
-               "or zoo:NAME for a built-in model")
 
 
 class RuleSet(str, Enum):
@@ -193,183 +197,6 @@ class ModelReport:
         return Totals(rules, sum(layer.flops for layer in self.layers), eligible_flops, counts)
 
 
-# Reading the symbol file -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Node:
-    index: int
-    op: str
-    name: str
-    attrs: dict[str, str]
-    inputs: tuple[tuple[int, int], ...]
-
-
-def _fail(message: str) -> ConfigurationError:
-    return ConfigurationError(message)
-
-
-def load_symbol(model: dict[str, Any] | Path | str) -> tuple[dict[str, Any], str]:
-    """The symbol dict and a label for it, from a dict, a file path, or ``zoo:NAME``."""
-    if isinstance(model, dict):
-        return model, "<symbol>"
-    text = str(model)
-    if isinstance(model, str) and text.startswith("zoo:"):
-        from .model_zoo import get_model
-
-        return get_model(text[4:]), text
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise _fail(f"{path}: no such file; {SYMBOL_HINT}")
-    raw = path.read_bytes()
-    try:
-        symbol = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        what = "binary data" if isinstance(error, UnicodeDecodeError) else f"JSON error: {error}"
-        raise _fail(f"{path} is not JSON ({what}); {SYMBOL_HINT}, not the .params weights file") from None
-    return symbol, str(path)
-
-
-def parse_nodes(symbol: Any, label: str = "<symbol>") -> list[Node]:
-    """Validate the structure of an MXNet symbol dict and return its nodes (topological order)."""
-    if not isinstance(symbol, dict) or not isinstance(symbol.get("nodes"), list):
-        found = f"keys {', '.join(map(str, list(symbol)[:6]))}" if isinstance(symbol, dict) else type(symbol).__name__
-        raise _fail(f"{label} is not an MXNet symbol: no 'nodes' list at the top level (found {found}); {SYMBOL_HINT}")
-    raw_nodes = symbol["nodes"]
-    if not raw_nodes:
-        raise _fail(f"{label} is an MXNet symbol with no nodes; {SYMBOL_HINT}")
-    nodes: list[Node] = []
-    for index, raw in enumerate(raw_nodes):
-        where = f"{label}: node #{index}"
-        if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or not isinstance(raw.get("name"), str):
-            raise _fail(f"{where} is not an MXNet node (needs string 'op' and 'name'); {SYMBOL_HINT}")
-        where = f"{label}: node #{index} ({raw['name']!r}, {raw['op']})"
-        attrs: dict[str, str] = {}
-        for key in ("param", "attr", "attrs"):  # MXNet < 0.9 wrote "param", < 1.0 "attr"
-            value = raw.get(key) or {}
-            if not isinstance(value, dict):
-                raise _fail(f"{where}: {key!r} must be an object of strings")
-            attrs.update({str(k): str(v) for k, v in value.items()})
-        raw_inputs = raw.get("inputs", [])
-        if not isinstance(raw_inputs, list):
-            raise _fail(f"{where}: 'inputs' must be a list of [node, output, version]")
-        inputs = []
-        for entry in raw_inputs:
-            if (not isinstance(entry, list) or len(entry) < 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
-                raise _fail(f"{where}: input {entry!r} is not [node, output, version]")
-            source = entry[0]
-            if not 0 <= source < len(raw_nodes):
-                raise _fail(f"{where} takes its input from node #{source}, but the file has only "
-                            f"{len(raw_nodes)} nodes (#0..#{len(raw_nodes) - 1}): the symbol file is "
-                            f"truncated or edited; save it again with mx.sym.save")
-            if source >= index:
-                raise _order_error(raw_nodes, index, source, label, where)
-            inputs.append((source, entry[1]))
-        if raw["op"] == "null" and inputs:
-            raise _fail(f"{where}: a variable ('null' op) cannot have inputs")
-        nodes.append(Node(index, raw["op"], raw["name"], attrs, tuple(inputs)))
-    heads = symbol.get("heads")
-    if heads is not None and (not isinstance(heads, list) or not all(
-            isinstance(h, list) and h and isinstance(h[0], int) and 0 <= h[0] < len(nodes) for h in heads)):
-        raise _fail(f"{label}: 'heads' must list [node, output, version] of existing nodes")
-    return nodes
-
-
-def _raw_inputs(raw: Any, count: int) -> list[int]:
-    """The input node indices of a not yet validated node (whatever of it is well formed)."""
-    entries = raw.get("inputs") if isinstance(raw, dict) else None
-    return [e[0] for e in entries or [] if isinstance(e, list) and e and isinstance(e[0], int)
-            and not isinstance(e[0], bool) and 0 <= e[0] < count] if isinstance(entries, list) else []
-
-
-def _raw_label(raw_nodes: list[Any], index: int) -> str:
-    raw = raw_nodes[index]
-    name = raw.get("name") if isinstance(raw, dict) else None
-    return f"{name!r} (#{index})" if isinstance(name, str) else f"#{index}"
-
-
-def _order_error(raw_nodes: list[Any], index: int, source: int, label: str, where: str) -> ConfigurationError:
-    """Node `index` takes an input from `source` >= index: a cycle through it, or a forward reference."""
-    fix = "the file was edited or corrupted; save it again with mx.sym.save"
-    if source == index:
-        return _fail(f"{where} takes its input from itself: a cycle, which an MXNet graph cannot have; {fix}")
-    path, seen = {source: index}, {source}
-    frontier = [source]
-    while frontier and index not in seen:  # does `source` depend on `index`? breadth-first along inputs
-        node = frontier.pop(0)
-        for parent in _raw_inputs(raw_nodes[node], len(raw_nodes)):
-            if parent not in seen:
-                seen.add(parent)
-                path[parent] = node
-                frontier.append(parent)
-    if index in seen:  # path[x] takes its input from x: follow it from `index` up to `source`
-        chain = [index]
-        while chain[-1] != source:
-            chain.append(path[chain[-1]])
-        cycle = [index, *reversed(chain)]  # index <- source <- ... <- index
-        names = " <- ".join(_raw_label(raw_nodes, i) for i in cycle)
-        return _fail(f"{label}: the graph has a cycle: {names} (each node takes its input from the next), which an "
-                     f"MXNet graph cannot have; {fix}")
-    other = raw_nodes[source]
-    what = (f" ({other['name']!r}, {other['op']})" if isinstance(other, dict) and isinstance(other.get("name"), str)
-            and isinstance(other.get("op"), str) else "")
-    return _fail(f"{where} takes its input from node #{source}{what}, which comes after it; MXNet symbol files list "
-                 f"every node after its inputs (topological order); {fix}")
-
-
-def mxnet_version(symbol: dict[str, Any]) -> int | None:
-    """The ``mxnet_version`` recorded in the file (e.g. 10901 for 1.9.1), if any."""
-    value = (symbol.get("attrs") or {}).get("mxnet_version")
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
-        return value[1]
-    return None
-
-
-# Attribute values ------------------------------------------------------------------------------
-
-
-def _parse_tuple(node: Node, key: str) -> Shape | None:
-    text = node.attrs.get(key)
-    if text is None or text.strip() in ("", "None", "()", "[]"):
-        return None
-    body = text.strip().strip("()[]")
-    try:
-        return tuple(int(part) for part in body.split(",") if part.strip())
-    except ValueError:
-        raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not a tuple of integers") from None
-
-
-def _parse_int(node: Node, key: str, default: int) -> int:
-    text = node.attrs.get(key)
-    if text is None:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not an integer") from None
-
-
-def _parse_bool(node: Node, key: str, default: bool) -> bool:
-    text = node.attrs.get(key)
-    if text is None:
-        return default
-    if text.strip().lower() in ("true", "1"):
-        return True
-    if text.strip().lower() in ("false", "0"):
-        return False
-    raise _fail(f"layer {node.name!r} ({node.op}): {key}={text!r} is not True or False")
-
-
-def _parse_str(node: Node, key: str, default: str | None) -> str | None:
-    text = node.attrs.get(key)
-    return default if text is None or text == "None" else text.strip("'\"")
-
-
-def _tuple_text(values: Sequence[int]) -> str:
-    return str(tuple(values))
-
-
 # Shape inference -------------------------------------------------------------------------------
 
 #: Inputs from this position on are parameters (weights, biases, BatchNorm statistics, labels).
@@ -409,7 +236,7 @@ class _Value:
 
 
 def _input_error(node: Node, shape: Shape | None, needs: str) -> ConfigurationError:
-    return _fail(f"layer {node.name!r} ({node.op}) needs {needs} but gets shape {shape}; "
+    return fail(f"layer {node.name!r} ({node.op}) needs {needs} but gets shape {shape}; "
                  "check --shape (the data shape without the batch, e.g. 3,224,224)")
 
 
@@ -417,7 +244,7 @@ def _spatial_out(node: Node, size: int, kernel: int, stride: int, pad: int, dila
                  ceil: bool = False) -> int:
     span = size + 2 * pad - (dilate * (kernel - 1) + 1)
     if span < 0:
-        raise _fail(f"layer {node.name!r} ({node.op}): kernel {kernel} (dilated {dilate * (kernel - 1) + 1}) is "
+        raise fail(f"layer {node.name!r} ({node.op}): kernel {kernel} (dilated {dilate * (kernel - 1) + 1}) is "
                     f"larger than its padded input {size + 2 * pad}; give a larger --shape")
     return (math.ceil(span / stride) if ceil else span // stride) + 1
 
@@ -457,11 +284,11 @@ class _Analyzer:
         used = {source for node in self.nodes for source, _ in node.inputs}
         inputs = [n for n in self.nodes if n.op == "null" and n.index not in self.params and n.index in used]
         if not inputs:
-            raise _fail(f"{self.label}: no data input found (every variable is a weight, bias or label); "
+            raise fail(f"{self.label}: no data input found (every variable is a weight, bias or label); "
                         f"{SYMBOL_HINT}")
         if len(inputs) > 1:
             names = ", ".join(repr(n.name) for n in inputs)
-            raise _fail(f"{self.label}: several inputs need a shape ({names}), but check-model feeds only one "
+            raise fail(f"{self.label}: several inputs need a shape ({names}), but check-model feeds only one "
                         "data input; give a single-input model (one 'data' variable)")
         return inputs[0]
 
@@ -488,10 +315,10 @@ class _Analyzer:
 
     def _data_value(self, node: Node) -> _Value:
         if not node.inputs:
-            raise _fail(f"layer {node.name!r} ({node.op}) has no inputs; {SYMBOL_HINT}")
+            raise fail(f"layer {node.name!r} ({node.op}) has no inputs; {SYMBOL_HINT}")
         value = self.value(node, 0)
         if value.shape is None:
-            raise _fail(f"layer {node.name!r} ({node.op}): the shape of its input "
+            raise fail(f"layer {node.name!r} ({node.op}): the shape of its input "
                         f"{self.nodes[node.inputs[0][0]].name!r} is unknown (it looks like a parameter, "
                         "not data); check-model needs a model with a single data input")
         return value
@@ -512,10 +339,10 @@ class _Analyzer:
         elif node.op in SHAPE_PRESERVING:
             value = self._data_value(node)
             if node.op in ("Cast", "amp_cast"):
-                value = _Value(value.shape, _parse_str(node, "dtype", "float32") or "float32")
+                value = _Value(value.shape, parse_str(node, "dtype", "float32") or "float32")
             extra = []
             if node.op == "BatchNorm" and value.shape is not None:
-                channels = value.shape[_parse_int(node, "axis", 1)]
+                channels = value.shape[parse_int(node, "axis", 1)]
                 extra = [_Value((channels,)), _Value((channels,))]
             self._set(node, value, *extra, *([value] if node.op in ("Dropout", "LRN") else []))
             self.others.append(OtherLayer(node.name, node.op, value.shape))
@@ -530,26 +357,26 @@ class _Analyzer:
         value = self._data_value(node)
         shape = value.shape
         assert shape is not None
-        kernel = _parse_tuple(node, "kernel")
+        kernel = parse_tuple(node, "kernel")
         if not kernel:
-            raise _fail(f"layer {node.name!r} (Convolution) has no kernel attribute; {SYMBOL_HINT}")
+            raise fail(f"layer {node.name!r} (Convolution) has no kernel attribute; {SYMBOL_HINT}")
         dims = len(kernel)
         if len(shape) != dims + 2:
             raise _input_error(node, shape, f"a {dims + 2}-D input (batch, channels and {dims} spatial "
-                                            f"dimensions) for its kernel {_tuple_text(kernel)}")
-        stride = _parse_tuple(node, "stride") or (1,) * dims
-        pad = _parse_tuple(node, "pad") or (0,) * dims
-        dilate = _parse_tuple(node, "dilate") or (1,) * dims
-        groups = _parse_int(node, "num_group", 1)
-        filters = _parse_int(node, "num_filter", 0)
-        no_bias = _parse_bool(node, "no_bias", False)
-        layout = _parse_str(node, "layout", None)
+                                            f"dimensions) for its kernel {tuple_text(kernel)}")
+        stride = parse_tuple(node, "stride") or (1,) * dims
+        pad = parse_tuple(node, "pad") or (0,) * dims
+        dilate = parse_tuple(node, "dilate") or (1,) * dims
+        groups = parse_int(node, "num_group", 1)
+        filters = parse_int(node, "num_filter", 0)
+        no_bias = parse_bool(node, "no_bias", False)
+        layout = parse_str(node, "layout", None)
         if filters <= 0:
-            raise _fail(f"layer {node.name!r} (Convolution) needs num_filter > 0; {SYMBOL_HINT}")
+            raise fail(f"layer {node.name!r} (Convolution) needs num_filter > 0; {SYMBOL_HINT}")
         for name, values in (("stride", stride), ("pad", pad), ("dilate", dilate)):
             if len(values) != dims:
-                raise _fail(f"layer {node.name!r} (Convolution): {name} {_tuple_text(values)} does not match "
-                            f"kernel {_tuple_text(kernel)}")
+                raise fail(f"layer {node.name!r} (Convolution): {name} {tuple_text(values)} does not match "
+                            f"kernel {tuple_text(kernel)}")
         c_axis = _channel_axis(layout)
         spatial_axes = [a for a in range(1, len(shape)) if a != c_axis]
         out_spatial = [_spatial_out(node, shape[a], k, s, p, d)
@@ -565,23 +392,23 @@ class _Analyzer:
         if value.dtype != "float32":
             common.append(Reason(ReasonCode.DTYPE, f"dtype {value.dtype}: NNPACK needs float32"))
         if dims != 2:
-            common.append(Reason(ReasonCode.NOT_2D, f"{dims}-D kernel {_tuple_text(kernel)}: NNPACK needs a 2-D kernel"))
+            common.append(Reason(ReasonCode.NOT_2D, f"{dims}-D kernel {tuple_text(kernel)}: NNPACK needs a 2-D kernel"))
         if layout not in (None, "NCHW"):
             common.append(Reason(ReasonCode.LAYOUT, f"layout {layout}: NNPACK needs NCHW"))
         if groups != 1:
             common.append(Reason(ReasonCode.GROUPED, f"num_group {groups}: NNPACK needs num_group 1"))
         if any(d != 1 for d in dilate):
-            common.append(Reason(ReasonCode.DILATED, f"dilate {_tuple_text(dilate)}: NNPACK needs dilate (1,1)"))
+            common.append(Reason(ReasonCode.DILATED, f"dilate {tuple_text(dilate)}: NNPACK needs dilate (1,1)"))
         bias = [Reason(ReasonCode.NO_BIAS, "no_bias=True: MXNet 1.0 rules need a bias")] if no_bias else []
         batch_rule: list[Reason] = []
         if shape[0] != 1 and any(s != 1 for s in stride):
-            batch_rule.append(Reason(ReasonCode.STRIDE_WITH_BATCH, f"stride {_tuple_text(stride)} with batch "
+            batch_rule.append(Reason(ReasonCode.STRIDE_WITH_BATCH, f"stride {tuple_text(stride)} with batch "
                                      f"{shape[0]}: NNPACK needs batch 1 or stride (1,1)"))
-        summary = f"kernel {_tuple_text(kernel)} stride {_tuple_text(stride)}"
+        summary = f"kernel {tuple_text(kernel)} stride {tuple_text(stride)}"
         if groups != 1:
             summary += f" groups {groups}"
         if any(d != 1 for d in dilate):
-            summary += f" dilate {_tuple_text(dilate)}"
+            summary += f" dilate {tuple_text(dilate)}"
         summary += ", no bias" if no_bias else ""
         decisions = {RuleSet.BUILD: Decision(tuple(common + batch_rule)),
                      RuleSet.STRICT_1_0: Decision(tuple(common + bias + batch_rule))}
@@ -591,11 +418,11 @@ class _Analyzer:
         value = self._data_value(node)
         shape = value.shape
         assert shape is not None
-        global_pool = _parse_bool(node, "global_pool", False)
-        kernel = _parse_tuple(node, "kernel")
-        pool_type = _parse_str(node, "pool_type", "max") or "max"
-        convention = _parse_str(node, "pooling_convention", "valid") or "valid"
-        layout = _parse_str(node, "layout", None)
+        global_pool = parse_bool(node, "global_pool", False)
+        kernel = parse_tuple(node, "kernel")
+        pool_type = parse_str(node, "pool_type", "max") or "max"
+        convention = parse_str(node, "pooling_convention", "valid") or "valid"
+        layout = parse_str(node, "layout", None)
         if len(shape) < 3:
             raise _input_error(node, shape, "an input with at least one spatial dimension")
         c_axis = _channel_axis(layout)
@@ -607,15 +434,15 @@ class _Analyzer:
             out_spatial = [1] * dims
         else:
             if not kernel:
-                raise _fail(f"layer {node.name!r} (Pooling) has no kernel and is not global_pool; {SYMBOL_HINT}")
+                raise fail(f"layer {node.name!r} (Pooling) has no kernel and is not global_pool; {SYMBOL_HINT}")
             if len(kernel) != dims:
-                raise _input_error(node, shape, f"{len(kernel) + 2}-D input for its kernel {_tuple_text(kernel)}")
-            stride = _parse_tuple(node, "stride") or (1,) * dims
-            pad = _parse_tuple(node, "pad") or (0,) * dims
+                raise _input_error(node, shape, f"{len(kernel) + 2}-D input for its kernel {tuple_text(kernel)}")
+            stride = parse_tuple(node, "stride") or (1,) * dims
+            pad = parse_tuple(node, "pad") or (0,) * dims
             for name, values in (("stride", stride), ("pad", pad)):
                 if len(values) != dims:
-                    raise _fail(f"layer {node.name!r} (Pooling): {name} {_tuple_text(values)} does not match "
-                                f"kernel {_tuple_text(kernel)}")
+                    raise fail(f"layer {node.name!r} (Pooling): {name} {tuple_text(values)} does not match "
+                                f"kernel {tuple_text(kernel)}")
             if convention == "same":
                 out_spatial = [math.ceil(shape[a] / s) for a, s in zip(spatial_axes, stride)]
             else:
@@ -641,13 +468,13 @@ class _Analyzer:
             if layout not in (None, "NCHW"):
                 reasons.append(Reason(ReasonCode.LAYOUT, f"layout {layout}: NNPACK needs NCHW"))
             if tuple(kernel) != (2, 2):
-                reasons.append(Reason(ReasonCode.POOL_KERNEL, f"kernel {_tuple_text(kernel)}: NNPACK needs (2, 2)"))
+                reasons.append(Reason(ReasonCode.POOL_KERNEL, f"kernel {tuple_text(kernel)}: NNPACK needs (2, 2)"))
             if tuple(stride) != (2, 2):
-                reasons.append(Reason(ReasonCode.POOL_STRIDE, f"stride {_tuple_text(stride)}: NNPACK needs (2, 2)"))
+                reasons.append(Reason(ReasonCode.POOL_STRIDE, f"stride {tuple_text(stride)}: NNPACK needs (2, 2)"))
             if len(shape) != 4 and dims == 2:
                 reasons.append(Reason(ReasonCode.NOT_2D, f"{len(shape)}-D input: NNPACK needs 4-D NCHW input"))
         summary = (f"{pool_type}, global" if global_pool
-                   else f"{pool_type} {_tuple_text(kernel)} stride {_tuple_text(stride)}, {convention}")
+                   else f"{pool_type} {tuple_text(kernel)} stride {tuple_text(stride)}, {convention}")
         decision = Decision(tuple(reasons))
         self._layer(node, shape, tuple(out), flops, summary,
                     {RuleSet.BUILD: decision, RuleSet.STRICT_1_0: decision}, value.dtype)
@@ -656,10 +483,10 @@ class _Analyzer:
         value = self._data_value(node)
         shape = value.shape
         assert shape is not None
-        hidden = _parse_int(node, "num_hidden", 0)
+        hidden = parse_int(node, "num_hidden", 0)
         if hidden <= 0:
-            raise _fail(f"layer {node.name!r} (FullyConnected) needs num_hidden > 0; {SYMBOL_HINT}")
-        flatten = _parse_bool(node, "flatten", True)
+            raise fail(f"layer {node.name!r} (FullyConnected) needs num_hidden > 0; {SYMBOL_HINT}")
+        flatten = parse_bool(node, "flatten", True)
         if len(shape) < 1:
             raise _input_error(node, shape, "a batch of vectors")
         if flatten:
@@ -675,7 +502,7 @@ class _Analyzer:
         # flatten=False: the patched operator takes all axes but the last as the batch (any rank).
         if flatten and len(shape) < 2:
             reasons.append(Reason(ReasonCode.NOT_VECTORS, f"flatten=True with {len(shape)}-D input "
-                                  f"{_tuple_text(shape)}: NNPACK needs a (batch, features...) input"))
+                                  f"{tuple_text(shape)}: NNPACK needs a (batch, features...) input"))
         summary = f"{features} -> {hidden}" + ("" if flatten else ", flatten=False")
         decision = Decision(tuple(reasons))
         self._layer(node, shape, out, flops, summary, {RuleSet.BUILD: decision, RuleSet.STRICT_1_0: decision},
@@ -697,15 +524,15 @@ class _Analyzer:
         values = [self.value(node, slot) for slot in range(len(node.inputs))]
         shapes = [v.shape for v in values]
         if not shapes or any(s is None for s in shapes):
-            raise _fail(f"layer {node.name!r} (Concat): an input's shape is unknown; {SYMBOL_HINT}")
-        dim = _parse_int(node, "dim", 1)
+            raise fail(f"layer {node.name!r} (Concat): an input's shape is unknown; {SYMBOL_HINT}")
+        dim = parse_int(node, "dim", 1)
         first = shapes[0]
         assert first is not None
         axis = dim % len(first)
         for s in shapes:
             assert s is not None
             if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis):
-                raise _fail(f"layer {node.name!r} (Concat) joins shapes {', '.join(map(str, shapes))}, which "
+                raise fail(f"layer {node.name!r} (Concat) joins shapes {', '.join(map(str, shapes))}, which "
                             f"differ outside dimension {dim}; check --shape")
         out = list(first)
         out[axis] = sum(s[axis] for s in shapes if s is not None)
@@ -715,7 +542,7 @@ class _Analyzer:
         values = [self.value(node, slot) for slot in range(len(node.inputs))]
         shapes = [v.shape for v in values if v.shape is not None]
         if not shapes:
-            raise _fail(f"layer {node.name!r} ({node.op}): no input has a known shape; {SYMBOL_HINT}")
+            raise fail(f"layer {node.name!r} ({node.op}): no input has a known shape; {SYMBOL_HINT}")
         if node.op in BROADCAST:
             ndim = max(len(s) for s in shapes)
             padded = [(1,) * (ndim - len(s)) + s for s in shapes]
@@ -723,13 +550,13 @@ class _Analyzer:
             for sizes in zip(*padded):
                 big = {x for x in sizes if x != 1}
                 if len(big) > 1:
-                    raise _fail(f"layer {node.name!r} ({node.op}) cannot broadcast shapes "
+                    raise fail(f"layer {node.name!r} ({node.op}) cannot broadcast shapes "
                                 f"{', '.join(map(str, shapes))}; check --shape")
                 out.append(big.pop() if big else 1)
             result: Shape = tuple(out)
         else:
             if any(s != shapes[0] for s in shapes):
-                raise _fail(f"layer {node.name!r} ({node.op}) adds shapes {', '.join(map(str, shapes))}, "
+                raise fail(f"layer {node.name!r} ({node.op}) adds shapes {', '.join(map(str, shapes))}, "
                             "which differ; check --shape")
             result = shapes[0]
         self._other(node, _Value(result, values[0].dtype))
@@ -738,9 +565,9 @@ class _Analyzer:
         value = self._data_value(node)
         shape = value.shape
         assert shape is not None
-        target = _parse_tuple(node, "shape") or _parse_tuple(node, "target_shape")
-        if not target or _parse_bool(node, "reverse", False):
-            raise _fail(f"layer {node.name!r} (Reshape): only a 'shape' attribute without reverse=True "
+        target = parse_tuple(node, "shape") or parse_tuple(node, "target_shape")
+        if not target or parse_bool(node, "reverse", False):
+            raise fail(f"layer {node.name!r} (Reshape): only a 'shape' attribute without reverse=True "
                         "is supported; export the model without this Reshape or replace it by Flatten")
         out: list[int] = []
         i = 0  # position in the input shape
@@ -778,23 +605,23 @@ class _Analyzer:
             known = math.prod(out) // out[infer_at] if out[infer_at] else 0
             out[infer_at] = math.prod(shape) // known if known else 0
         if math.prod(out) != math.prod(shape):
-            raise _fail(f"layer {node.name!r} (Reshape): cannot reshape {shape} to {node.attrs.get('shape')}; "
+            raise fail(f"layer {node.name!r} (Reshape): cannot reshape {shape} to {node.attrs.get('shape')}; "
                         "check --shape")
         self._other(node, _Value(tuple(out), value.dtype))
 
     def _unknown(self, node: Node) -> None:
         data_slots = [slot for slot, (source, _) in enumerate(node.inputs) if source not in self.params]
         if len(data_slots) != 1:
-            raise _fail(f"layer {node.name!r}: check-model does not know operator {node.op!r} "
+            raise fail(f"layer {node.name!r}: check-model does not know operator {node.op!r} "
                         f"({len(data_slots)} data inputs), so it cannot infer the shapes after it; "
                         "supported: Convolution, Pooling, FullyConnected, Flatten, Concat, Reshape, "
                         "element-wise and broadcast arithmetic, and one-input layers such as Activation, "
                         "BatchNorm, Dropout, LRN and softmax")
         value = self.value(node, data_slots[0])
         if value.shape is None:
-            raise _fail(f"layer {node.name!r}: unknown operator {node.op!r} on an input of unknown shape")
+            raise fail(f"layer {node.name!r}: unknown operator {node.op!r} on an input of unknown shape")
         self.notes.append(f"unknown operator {node.op} ({node.name}): assumed to keep its input shape "
-                          f"{_tuple_text(value.shape)}; shapes after it may be wrong")
+                          f"{tuple_text(value.shape)}; shapes after it may be wrong")
         self._other(node, value)
 
     def _other(self, node: Node, value: _Value) -> None:
@@ -813,7 +640,7 @@ def parse_shape(text: str) -> Shape:
     except ValueError:
         shape = ()
     if not shape or any(size <= 0 for size in shape):
-        raise _fail(f"--shape {text!r} is not a shape; give the data shape without the batch as positive "
+        raise fail(f"--shape {text!r} is not a shape; give the data shape without the batch as positive "
                     "integers, e.g. --shape 3,224,224")
     return shape
 
@@ -826,133 +653,19 @@ def check_model(symbol: dict[str, Any] | Path | str, batch: int = 1,
     ConfigurationError (never another exception) for anything that is not a usable MXNet symbol.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise _fail(f"batch {batch!r} must be a positive integer, e.g. --batch 1")
+        raise fail(f"batch {batch!r} must be a positive integer, e.g. --batch 1")
     shape = tuple(data_shape)
     if not shape or any(not isinstance(s, int) or s <= 0 for s in shape):
-        raise _fail(f"data shape {shape!r} must be positive integers without the batch, e.g. --shape 3,224,224")
+        raise fail(f"data shape {shape!r} must be positive integers without the batch, e.g. --shape 3,224,224")
     loaded, label = load_symbol(symbol)
     nodes = parse_nodes(loaded, label)
     analyzer = _Analyzer(nodes, batch, shape, label)
     try:
         analyzer.run()
     except (IndexError, ZeroDivisionError, ValueError, TypeError) as error:  # inconsistent attributes
-        raise _fail(f"{label}: cannot infer shapes ({type(error).__name__}: {error}); {SYMBOL_HINT}") from None
+        raise fail(f"{label}: cannot infer shapes ({type(error).__name__}: {error}); {SYMBOL_HINT}") from None
     heads = loaded.get("heads") or [[nodes[-1].index, 0, 0]]
     outputs = [analyzer.values.get((h[0], h[1] if len(h) > 1 else 0), _Value(None)).shape for h in heads]
     return ModelReport(model=label, batch=batch, data_input=analyzer.data_input().name,
                        data_shape=(batch, *shape), output_shapes=outputs, layers=analyzer.layers,
                        other_layers=analyzer.others, notes=analyzer.notes, mxnet_version=mxnet_version(loaded))
-
-
-def _percent(share: float) -> str:
-    """A share as a percentage that never rounds to 100% or 0% unless it is exactly that."""
-    text = f"{share:.1%}"
-    if text == "100.0%" and share < 1:
-        return ">99.9%"
-    if text == "0.0%" and share > 0:
-        return "<0.1%"
-    return text
-
-
-def _gflops(flops: int) -> str:
-    return f"{flops / 1e9:.3f}"
-
-
-def render_table(report: ModelReport) -> Table:
-    """One row per Convolution, Pooling and FullyConnected layer, both rule sets side by side."""
-    table = Table(title=f"NNPACK eligibility of {escape(report.model)}, input {report.data_input} "
-                        f"{_tuple_text(report.data_shape)}", title_justify="left")
-    table.add_column("layer")
-    table.add_column("op")
-    table.add_column("", overflow="fold")
-    table.add_column("output", no_wrap=True)
-    table.add_column("GFLOP", justify="right")
-    for rules in RuleSet:
-        table.add_column(rules.label, overflow="fold", min_width=len("eligible"))
-    for layer in report.layers:
-        cells = []
-        for rules in RuleSet:
-            decision = layer.decision(rules)
-            cells.append("[green]eligible[/green]" if decision.eligible
-                         else f"[red]no:[/red] {escape(decision.reason)}")
-        table.add_row(escape(layer.name), layer.op, escape(layer.summary), _tuple_text(layer.output_shape),
-                      _gflops(layer.flops), *cells)
-    return table
-
-
-def summary_lines(report: ModelReport) -> list[str]:
-    """Totals per rule set, plus notes about the model (plain text)."""
-    lines = []
-    for rules in RuleSet:
-        totals = report.totals(rules)
-        counts = ", ".join(f"{op} {on}/{total}" for op, (on, total) in totals.layers.items())
-        lines.append(f"{rules.label}: eligible for NNPACK: {_percent(totals.share)} of the "
-                     f"Convolution/FullyConnected/Pooling FLOPs ({_gflops(totals.eligible_flops)} of "
-                     f"{_gflops(totals.flops)} GFLOP); eligible layers: {counts or 'none'}")
-    lines.append(ELIGIBILITY_NOTE)
-    others = {}
-    for layer in report.other_layers:
-        others[layer.op] = others.get(layer.op, 0) + 1
-    if others:
-        lines.append("never eligible (counted as 0 FLOPs): "
-                     + ", ".join(f"{op} {count}" for op, count in sorted(others.items())))
-    lines.append(f"output shape: {', '.join(str(s) for s in report.output_shapes)}")
-    lines.extend(f"note: {note}" for note in report.notes)
-    return lines
-
-
-def _decision_json(decision: Decision) -> dict[str, Any]:
-    # "on_nnpack" is the old name of "eligible", kept for existing readers
-    return {"eligible": decision.eligible, "on_nnpack": decision.eligible, "reason": decision.reason or None,
-            "reasons": [{"code": r.code.value, "message": r.message} for r in decision.reasons]}
-
-
-def report_to_json(report: ModelReport) -> dict[str, Any]:
-    """The report as plain JSON data: per layer name, op, shapes, FLOPs and both decisions; totals.
-
-    The eligibility keys have old aliases with the same values (``on_nnpack``, ``nnpack_flops``,
-    ``nnpack_share``), from before the report said "eligible".
-    """
-    return {
-        "model": report.model,
-        "mxnet_version": report.mxnet_version,
-        "data_input": report.data_input,
-        "data_shape": list(report.data_shape),
-        "batch": report.batch,
-        "output_shapes": [list(s) if s is not None else None for s in report.output_shapes],
-        "eligibility": ELIGIBILITY_NOTE,
-        "flop_convention": "conv 2*N*Cout*Hout*Wout*Cin/groups*kh*kw; FC 2*N*in*out; pooling "
-                           "N*C*Hout*Wout*kh*kw; other layers 0. Shares are of conv+FC+pooling FLOPs.",
-        "layers": [
-            {"name": layer.name, "op": layer.op, "summary": layer.summary,
-             "input_shape": list(layer.input_shape), "output_shape": list(layer.output_shape),
-             "flops": layer.flops, **{rules.value: _decision_json(layer.decision(rules)) for rules in RuleSet}}
-            for layer in report.layers
-        ],
-        "other_layers": [{"name": o.name, "op": o.op, "output_shape": list(o.output_shape) if o.output_shape else None}
-                         for o in report.other_layers],
-        "totals": {
-            rules.value: {"label": rules.label, "flops": t.flops, "eligible_flops": t.eligible_flops,
-                          "eligible_share": round(t.share, 6),
-                          "nnpack_flops": t.eligible_flops, "nnpack_share": round(t.share, 6),  # old names
-                          "layers": {op: {"eligible": n, "on_nnpack": n, "total": total}
-                                     for op, (n, total) in t.layers.items()}}
-            for rules in RuleSet for t in [report.totals(rules)]
-        },
-        "notes": list(report.notes),
-    }
-
-
-def main(model: str, *, batch: int = 1, shape: str = ",".join(map(str, DEFAULT_DATA_SHAPE)), as_json: bool = False,
-         console: Console | None = None, stdout: TextIO | None = None) -> ModelReport:
-    """``invoke check-model``: print the table and totals to `console` (or JSON to `stdout`)."""
-    report = check_model(model, batch=int(batch), data_shape=parse_shape(str(shape)))
-    if as_json:
-        out = stdout if stdout is not None else sys.stdout
-        out.write(json.dumps(report_to_json(report), indent=2) + "\n")
-        return report
-    console = console or Console()
-    console.print(render_table(report))
-    for line in summary_lines(report):
-        console.print(escape(line))
-    return report
