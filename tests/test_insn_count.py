@@ -162,6 +162,6 @@ def test_failures_are_named(plugin: Path, program: tuple[Compilers, Path], build
     text = tmp_path / "not-a-program"
     text.write_text("hello\n")
     text.chmod(0o755)
-    with pytest.raises(InsnCountError, match=rf"QEMU gave no instruction count for not-a-program \(exit code 1, "
-                                             rf"nothing on stderr\): check that it is an executable for qemu-"):
+    with pytest.raises(InsnCountError, match=r"QEMU gave no instruction count for not-a-program \(exit code 1, "
+                                             r"nothing on stderr\): check that it is an executable for qemu-"):
         count_instructions([*compilers.emulator, text], build_settings)

@@ -19,7 +19,7 @@ from .files import atomic_write_text
 from .nnpack import RESULT_FILE, NnpackResult
 from .sources import load_pins
 from .settings import PROJECT_ROOT, Settings
-from .compilers import Compilers, compilers_for, ensure_compilers
+from .compilers import Compilers, ensure_compilers
 from .sysroot import build_sysroot
 from .targets import Target
 

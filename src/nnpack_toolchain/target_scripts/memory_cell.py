@@ -10,7 +10,6 @@ meaningful because nothing else ran in this process. Prints one `RESULT {json}` 
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
