@@ -93,6 +93,7 @@ def test_each_steps_own_status_reaches_the_report_and_the_summary(monkeypatch, t
 def test_the_configure_step_is_up_to_date_exactly_when_config_mk_keeps_its_content(monkeypatch, tmp_path: Path) -> None:
     """A decision the pipeline makes itself: the real configure step, run three times through run_build."""
     from nnpack_toolchain import configure as configure_module
+    from nnpack_toolchain.compilers import compilers_for
 
     from test_configure import fake_nnpack
 
@@ -103,7 +104,7 @@ def test_the_configure_step_is_up_to_date_exactly_when_config_mk_keeps_its_conte
     monkeypatch.setattr(configure_module, "load_nnpack",
                         lambda target, settings: fake_nnpack(target.name, root["path"]))
     monkeypatch.setattr(configure_module, "build_sysroot", lambda target, settings, packages: tmp_path / "sysroot")
-    monkeypatch.setattr(configure_module, "ensure_compilers", configure_module.compilers_for)  # paths only
+    monkeypatch.setattr(configure_module, "ensure_compilers", compilers_for)  # paths only
     settings = Settings(home=tmp_path / "home")
 
     def configure_status() -> str:
