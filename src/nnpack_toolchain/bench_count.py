@@ -32,10 +32,10 @@ from rich.table import Table
 
 from . import log
 from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLERANCE, ConvLayer, ConvShape,
-                           auto_choice, conv_layers, flop_per_insn, network_flops_per_image, nnpack_rejects,
-                           relative_difference, tuning_table)
-from .count_runner import (CELL_ENV, Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell,
-                           network_cell)
+                           auto_choice, conv_layers, flop_per_insn, layer_choices, network_flops_per_image,
+                           nnpack_rejects, relative_difference, tuning_table)
+from .count_runner import (Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell, network_cell,
+                           record_over_budget)
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson, save_figure
 from .insn_count import installed_qemu_version, run_counted
@@ -127,7 +127,8 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                         {"wheel_sha256": wheel_sha256, "qemu": qemu, "target": target.name}, log_path, run)
     results: dict[str, Any] = {
         "target": target.name, "wheel": wheel.name, "wheel_sha256": wheel_sha256, "qemu_user": qemu,
-        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup, "environment": CELL_ENV,
+        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup,
+        "environment": options.environment(), "memory_budget_mb": options.memory_budget_mb,
         "neon_flop_per_insn": NEON_FLOP_PER_INSN, "networks": [], "layers": [], "shapes": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -137,7 +138,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     with runner.parallel():
         for index, network in enumerate(options.networks):
             if options.layers:  # this network's layer cells and the next's, for the workers (CountOptions.jobs)
-                runner.prefetch(layer_cell(shape) for name in options.networks[index:index + 2]
+                runner.prefetch(layer_cell(shape, budget_bytes=options.budget_bytes) for name in options.networks[index:index + 2]
                                 for batch in options.batches for shape in distinct_shapes(name, batch))
             for batch in options.batches:
                 cell = count_network(runner, results, shape_counts, models, network, batch, options.layers, log_path)
@@ -162,7 +163,7 @@ def shapes_json(runner: CellRunner, shape_counts: Mapping[ConvShape, Mapping[str
     return [{"shape": asdict(shape), "flops_per_image": shape.flops_per_image, "nnpack": nnpack_rejects(shape) or "eligible",
              "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
              "forks": {n: fork_json(m) for n, m in per.items()},
-             "seconds": runner.run_cell(layer_cell(shape))["seconds"]}
+             "seconds": runner.run_cell(layer_cell(shape, budget_bytes=runner.options.budget_bytes))["seconds"]}
             for shape, per in shape_counts.items()]
 
 
@@ -171,23 +172,29 @@ def fork_json(m: Measured) -> dict[str, Any]:
 
 
 def measure_shape(runner: CellRunner, shape: ConvShape) -> dict[str, Measured]:
-    """Every way of running one convolution shape: MXNet, NNPACK always and each pinned NNPACK choice."""
-    cell = layer_cell(shape)
+    """Every way of running one convolution shape: MXNet, NNPACK always and each pinned NNPACK choice
+    that fits the memory budget (a precompute whose transform did not is left out: it ran without one)."""
+    cell = layer_cell(shape, budget_bytes=runner.options.budget_bytes)
     measured = runner.measure(cell)
     for name, m in measured.items():
-        problem = check_layer_record(name, m.record, cell.label)
+        problem = check_layer_record(name, m.record, cell.label, shape)
         if problem:
             raise VerificationError(problem, log_path=runner.log_path)
-    return measured
+    dropped = [name for name, m in measured.items() if record_over_budget(name, m.record, shape)]
+    if dropped:
+        log.warn(f"{cell.label}: {', '.join(dropped)}: the kernel transform did not fit the memory budget beside the "
+                 "workspace; left out of auto's choices")
+    return {name: m for name, m in measured.items() if name not in dropped}
 
 
 def layer_row(layer: ConvLayer, per: Mapping[str, Measured], choice: str) -> dict[str, Any]:
     flops = layer.shape.flops_per_image
+    skipped = [name for name in layer_choices(layer.shape)[1:] if name not in per]  # precomputes over the budget
     return {"network": layer.network, "batch": layer.batch, "layer": layer.name, "shape": layer.shape.describe(),
             "nnpack": nnpack_rejects(layer.shape) or "eligible", "flops_per_image": flops,
             "insns_per_image": {n: m.insns_per_image for n, m in per.items()},
             "flop_per_insn": {n: flop_per_insn(flops, m.insns_per_image) for n, m in per.items()},
-            "auto_choice": choice}
+            "auto_choice": choice, **({"over_budget": skipped} if skipped else {})}
 
 
 def repeat_check(runner: CellRunner, cell: Cell) -> dict[str, Any]:

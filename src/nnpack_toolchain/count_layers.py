@@ -31,6 +31,8 @@ NEON_FLOP_PER_INSN = 8
 """128-bit NEON fp32 FMA: 4 lanes x 2 FLOPs per instruction, the limit for a direct method."""
 REPEAT_TOLERANCE = 1e-3
 """Two runs of one cell must give the same count within 0.1 %."""
+TRANSFORM_RESERVE = 8 * 2**20
+"""Patch 0007's MemoryBudget::kReserve: what of the budget transforms and workspaces may not take."""
 MXNET = "MXNet"
 ALWAYS = "NNPACK always"
 AUTO = "NNPACK auto (counts)"
@@ -131,6 +133,26 @@ def layer_choices(shape: ConvShape) -> list[str]:
     if b1 and shape.kernel == (1, 1) and unit:
         add("direct", False)
     return names
+
+
+def transform_bytes(shape: ConvShape, choice: str) -> int:
+    """Bytes of the kernel transform a "NNPACK <algorithm> precompute" choice holds (0 for other choices):
+    NNPACK's size query for nnp_convolution_transform_strategy_precompute (src/convolution-inference.c),
+    out_c * in_c * tile elements * 4 for wt8x8 and ft8x8 (8x8 tiles) and ft16x16 (16x16), and
+    out_c * in_c * k_h * k_w * 4 for implicit-gemm's packed kernel."""
+    if not choice.endswith(" precompute"):
+        return 0
+    algorithm = choice.removeprefix("NNPACK ").removesuffix(" precompute")
+    per_pair = {"wt8x8": 64, "ft8x8": 64, "ft16x16": 256, "implicit-gemm": shape.kernel[0] * shape.kernel[1]}
+    if algorithm not in per_pair:
+        raise ConfigurationError(f"no precomputed transform is known for {choice!r}")
+    return shape.out_c * shape.in_c * per_pair[algorithm] * 4
+
+
+def fits_budget(shape: ConvShape, choice: str, budget_bytes: int) -> bool:
+    """Whether the choice's kernel transform alone fits patch 0007's memory budget (its usable part); one
+    that does not is never held, so the auto policy on a device with that budget cannot choose it."""
+    return transform_bytes(shape, choice) <= max(budget_bytes - TRANSFORM_RESERVE, 0)
 
 
 def tuning_table(pins: Iterable[tuple[ConvShape, str]]) -> dict[str, Any]:

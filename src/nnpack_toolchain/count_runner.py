@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE, ConvShape, cell_passes, fork_counts,
-                           layer_choices, network_flops_per_image, tuning_table)
+from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE, TRANSFORM_RESERVE, ConvShape,
+                           cell_passes, fits_budget, fork_counts, layer_choices, network_flops_per_image,
+                           transform_bytes, tuning_table)
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .insn_count import run_counted
@@ -63,7 +64,12 @@ CELL_ENV = {
     "MXNET_ENFORCE_DETERMINISM": "1",
 }
 """The environment of every cell: one thread everywhere, operators on the calling thread; the auto
-policy times nothing (a shape its pinned table does not list runs NNPACK's own algorithm)."""
+policy times nothing (a shape its pinned table does not list runs NNPACK's own algorithm). The memory
+budget is set too (CountOptions.memory_budget_mb)."""
+MEMORY_BUDGET_MB = 512
+"""Patch 0007's default budget (1/8 of physical memory, at most 512 MiB in a 32-bit process) on a 4 GB
+board. Pinned in every cell because under qemu-user the guest sees the host's memory: unpinned, which
+kernel transforms are held, and so the counts and auto's choices, would depend on the counting machine."""
 
 
 @dataclass
@@ -80,15 +86,27 @@ class CountOptions:
     """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Cells counted at once, each one single-threaded QEMU process (the counts do not depend on it)."""
+    memory_budget_mb: int = MEMORY_BUDGET_MB
+    """MXNET_NNPACK_MEMORY_BUDGET_MB of every cell: the device whose auto policy the counts are for."""
     seeds: tuple[Path, ...] = ()
     """Other count-cells.json files (another machine's, a kept one) to take counted cells from: a cell
     is taken only under the same key (wheel, QEMU, scripts, cell), so a seed never changes a count."""
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.memory_budget_mb * 2**20
+
+    def environment(self) -> dict[str, str]:
+        """What every cell runs with: CELL_ENV and the memory budget."""
+        return {**CELL_ENV, "MXNET_NNPACK_MEMORY_BUDGET_MB": str(self.memory_budget_mb)}
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise ConfigurationError(f"--jobs must be at least 1 (cells counted at once), not {self.jobs}")
         if self.min_increment < 0:
             raise ConfigurationError(f"the minimum increment must be positive, not {self.min_increment}")
+        if self.memory_budget_mb < 0:
+            raise ConfigurationError(f"--budget-mb must be a number of MiB (0 or more), not {self.memory_budget_mb}")
         if self.warmup < 2:
             raise ConfigurationError("--count needs at least 2 warm-up passes (a kernel transform is built on the "
                                      "second call)")
@@ -163,13 +181,13 @@ class CellRunner:
         self._stopping = threading.Event()
 
     def environment(self) -> dict[str, str]:
-        return self.env.environment({"PYTHONPATH": str(self.site), **CELL_ENV})
+        return self.env.environment({"PYTHONPATH": str(self.site), **self.options.environment()})
 
     def key(self, cell: Cell) -> str:
         # the work directory (the models' path) is the machine's, not the cell's: a cache moves between homes
         args = [str(a).replace(str(self.work), "<work>") for a in cell.args]
         text = json.dumps([self.identity, self.script_digest, args, [v.to_json() for v in cell.variants],
-                           CELL_ENV, self.passes(cell), self.options.warmup, self.options.inline], sort_keys=True)
+                           self.options.environment(), self.passes(cell), self.options.warmup, self.options.inline], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def passes(self, cell: Cell) -> tuple[int, int]:
@@ -241,13 +259,15 @@ class CellRunner:
         argv = [*self.env.argv, SCRIPTS / "count_cell.py", *cell.args, "--variants", variants,
                 "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.passes(cell)))]
         started = time.monotonic()
-        counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work, timeout=self.options.timeout,
-                            inline=self.options.inline, log_path=self.log_path)
+        try:
+            counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work,
+                                timeout=self.options.timeout, inline=self.options.inline, log_path=self.log_path)
+        finally:
+            variants.unlink(missing_ok=True)
         records = [json.loads(line[len("RESULT "):]) for line in counted.stdout.splitlines()
                    if line.startswith("RESULT ")]
         entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1, "passes": self.passes(cell),
                  "seconds": round(time.monotonic() - started, 1), "records": records}
-        variants.unlink(missing_ok=True)
         if keep:
             with self._lock:
                 self.cache[key] = entry
@@ -312,14 +332,18 @@ def choice_variant(shape: ConvShape, choice: str) -> Variant:
     return Variant(choice, "auto", tuning_table([(shape, choice)]))
 
 
-def layer_variants(shape: ConvShape) -> list[str]:
-    """What a layer's cell counts: MXNet, and where NNPACK can run it NNPACK always and each choice."""
+def layer_variants(shape: ConvShape, budget_bytes: int = MEMORY_BUDGET_MB * 2**20) -> list[str]:
+    """What a layer's cell counts: MXNet, and where NNPACK can run it NNPACK always and each choice
+    but a precompute whose kernel transform alone is over the memory budget (it would run as the
+    choice without one: over_budget)."""
     names = layer_choices(shape)
-    return [MXNET, ALWAYS, *names[1:]] if len(names) > 1 else names
+    counted = [name for name in names[1:] if fits_budget(shape, name, budget_bytes)]
+    return [MXNET, ALWAYS, *counted] if len(names) > 1 else names
 
 
-def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None) -> Cell:
-    names = list(choices) if choices is not None else layer_variants(shape)
+def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None,
+               budget_bytes: int = MEMORY_BUDGET_MB * 2**20) -> Cell:
+    names = list(choices) if choices is not None else layer_variants(shape, budget_bytes)
     return Cell(f"layer {shape.describe()} batch {shape.batch}",
                 ["--layer", json.dumps(shape.cell_spec(), separators=(",", ":"))], shape.batch,
                 [choice_variant(shape, name) for name in names], shape.flops_per_image * shape.batch)
@@ -334,13 +358,29 @@ def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | 
                 batch, variants, network_flops_per_image(network) * batch)
 
 
-def check_layer_record(choice: str, record: Mapping[str, Any], label: str) -> str | None:
-    """What is wrong with a layer variant's record: NNPACK's call counter must show the choice ran."""
+def check_layer_record(choice: str, record: Mapping[str, Any], label: str, shape: ConvShape) -> str | None:
+    """What is wrong with a layer variant's record: NNPACK's call counter must show the choice ran,
+    and a precompute choice (layer_variants counts only those whose transform alone fits) must hold
+    its transform unless the record shows it did not fit beside the workspace (record_over_budget)."""
     calls = record.get("nnpack_conv_calls_per_pass")
     if choice == MXNET and calls != 0:
         return f"{label}: MXNet's own code was asked for, but NNPACK ran {calls} convolutions per pass"
     if choice != MXNET and calls != 1:
         return f"{label}: {choice}: NNPACK ran {calls} convolutions per pass, not 1"
-    if choice.endswith(" precompute") and not record.get("transforms"):
-        return f"{label}: {choice}: no precomputed kernel transform was held"
+    if choice.endswith(" precompute") and not record.get("transforms") and not record_over_budget(choice, record, shape):
+        mib = 2**20
+        return (f"{label}: {choice}: no precomputed kernel transform was held, though its "
+                f"{transform_bytes(shape, choice) / mib:,.1f} MiB fit the memory budget of "
+                f"{(record.get('memory_budget_bytes') or 0) / mib:,.1f} MiB (workspace held "
+                f"{(record.get('workspace_bytes') or 0) / mib:,.1f} MiB); see the log")
     return None
+
+
+def record_over_budget(choice: str, record: Mapping[str, Any], shape: ConvShape) -> bool:
+    """Whether a precompute variant's transform did not fit beside the workspace its record shows held
+    (patch 0007's ReserveTransform: transform + workspace over the budget less its reserve): it ran
+    the choice without a transform, which is what the auto policy on such a device would get."""
+    budget, workspace = record.get("memory_budget_bytes"), record.get("workspace_bytes")
+    if not choice.endswith(" precompute") or budget is None or workspace is None or record.get("transforms"):
+        return False
+    return transform_bytes(shape, choice) + workspace > max(budget - TRANSFORM_RESERVE, 0)

@@ -152,6 +152,8 @@ def run_variant(executor, variant, warmup, passes, batch):
             fail(f"{variant['name']}: a counted run of {count} passes failed")
     emit(kind="count", variant=variant["name"], policy=variant["policy"], batch=batch, warmup=done,
          passes=list(passes), nnpack_conv_calls_per_pass=calls, transforms=(status or {}).get("transforms"),
+         transform_bytes=(status or {}).get("transform_bytes"), workspace_bytes=(status or {}).get("workspace_bytes"),
+         memory_budget_bytes=(status or {}).get("memory_budget_bytes"),
          conv_choices=sorted({p["choice"] for p in exported.get("plans", []) if p["layer"] == "Convolution"}))
 
 
