@@ -289,6 +289,7 @@ class FakeQemu:
         self.calls: list[list[str]] = []
         self.envs: list[dict[str, str]] = []
         self.workspace = workspace
+        self.inline: list[bool] = []
         """Bytes of workspace a cell's NNPACK call holds: with the budget, whether a transform fits."""
         self.budget = 0
 
@@ -326,6 +327,7 @@ class FakeQemu:
     def __call__(self, argv, settings, *, env, cwd, timeout, inline, log_path):
         args = [str(a) for a in argv]
         self.calls.append(args)
+        self.inline.append(inline)
         self.envs.append(dict(env))
         self.budget = int(env["MXNET_NNPACK_MEMORY_BUDGET_MB"]) * 2**20
         k1, k2 = map(int, args[args.index("--passes") + 1].split(","))
@@ -383,6 +385,20 @@ def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache
     assert env["MXNET_ENFORCE_DETERMINISM"] == "1" and env["PYTHONPATH"] == str(tmp_path / "site")
     assert runner("abc").run_cell(cell)["cached"] and len(qemu.calls) == 1  # a new runner finds it on disk
     assert not runner("def").run_cell(cell)["cached"] and len(qemu.calls) == 2  # another wheel: counted again
+
+
+def test_the_inline_counter_is_asked_for_and_keeps_its_own_cells(tmp_path: Path) -> None:
+    qemu = FakeQemu()
+
+    def runner(inline: bool) -> CellRunner:
+        return CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                          CountOptions(inline=inline), {"wheel_sha256": "abc"}, tmp_path / "log", qemu)
+
+    cell = layer_cell(SMALL, [MXNET])
+    runner(True).measure(cell)
+    runner(False).measure(cell)  # not taken from the inline counter's cell
+    assert qemu.inline == [True, False]
+    assert runner(True).run_cell(cell)["cached"] and len(qemu.calls) == 2
 
 
 def test_cells_run_under_the_hosts_qemu_not_the_static_one(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ class BenchOptions:
     """--count: cells counted at once (CountOptions.jobs)."""
     cells: tuple[Path, ...] = ()
     """--count: count-cells.json files to take counted cells from (CountOptions.seeds)."""
+    inline: bool = False
+    """--count: QEMU's inline instruction counter (CountOptions.inline)."""
     budget_mb: int | None = None
     """--count: the auto policy's memory budget in every cell (CountOptions.memory_budget_mb; None: its default)."""
 
@@ -177,7 +179,7 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
             results["count"] = bench_count.run_count(
                 target, settings, env, site, wheel, built.wheel_sha256,
                 bench_count.CountOptions(networks=options.networks, batches=options.batches, layers=options.layers,
-                                     jobs=options.jobs, seeds=options.cells,
+                                     jobs=options.jobs, seeds=options.cells, inline=options.inline,
                                      **({"memory_budget_mb": options.budget_mb} if options.budget_mb is not None else {})),
                 bench_dir, step.log_path)
             step.note = results["count"]["json"]

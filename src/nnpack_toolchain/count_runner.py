@@ -83,7 +83,9 @@ class CountOptions:
     warmup: int = WARMUP
     timeout: float = 12 * 3600
     inline: bool = False
-    """QEMU plugin's inline counter: faster, exact only while one guest thread runs at a time."""
+    """QEMU plugin's inline counter (--inline): 1.7-2.0x faster on a real cell, same counts within 3.2e-6
+    there, but exact only while one guest thread runs, and it prints no per-vCPU totals, so the
+    runner's one-thread check cannot be made (a cell's single thread rests on CELL_ENV alone)."""
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Cells counted at once, each one single-threaded QEMU process (the counts do not depend on it)."""
     memory_budget_mb: int = MEMORY_BUDGET_MB
