@@ -22,7 +22,8 @@ from nnpack_toolchain.count_layers import (ALWAYS, AUTO, MXNET, ConvShape, auto_
                                            fork_counts, layer_choices, nnpack_rejects, relative_difference,
                                            tuning_table)
 from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
-from nnpack_toolchain.check_model import ReasonCode, check_model
+from nnpack_toolchain.check_model import check_model
+from nnpack_toolchain.check_model_types import ReasonCode
 from nnpack_toolchain.distros import DISTRIBUTIONS
 from nnpack_toolchain.errors import ConfigurationError, VerificationError
 from nnpack_toolchain.insn_count import InsnCountError

@@ -15,12 +15,8 @@ import pytest
 from rich.console import Console
 
 from nnpack_toolchain import model_zoo
-from nnpack_toolchain.check_model import (
-    ReasonCode,
-    RuleSet,
-    check_model,
-    parse_shape,
-)
+from nnpack_toolchain.check_model import check_model, parse_shape
+from nnpack_toolchain.check_model_types import ReasonCode, RuleSet
 from nnpack_toolchain.check_model_report import main, render_table, report_to_json
 from nnpack_toolchain.errors import ConfigurationError
 

@@ -1,7 +1,7 @@
 """Presentation of a check-model report: the rich table, the summary lines, the JSON, and ``invoke check-model``.
 
 Fed by :mod:`nnpack_toolchain.check_model`, whose :func:`~nnpack_toolchain.check_model.check_model` builds
-the :class:`~nnpack_toolchain.check_model.ModelReport` printed here; :func:`main` is the CLI entry of tasks.py.
+the :class:`~nnpack_toolchain.check_model_types.ModelReport` printed here; :func:`main` is the CLI entry of tasks.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .check_model import DEFAULT_DATA_SHAPE, Decision, ModelReport, RuleSet, check_model, parse_shape
+from .check_model import DEFAULT_DATA_SHAPE, check_model, parse_shape
+from .check_model_types import Decision, ModelReport, RuleSet
 from .model_symbol import tuple_text
 
 ELIGIBILITY_NOTE = ("eligible = this build may hand the layer to NNPACK; under the default MXNET_NNPACK_POLICY=auto "
