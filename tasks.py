@@ -1,5 +1,7 @@
 """Invoke tasks: one thin task per stage. Logic lives in src/nnpack_toolchain."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from invoke import task
@@ -252,6 +254,9 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
     from nnpack_toolchain.errors import ConfigurationError
     from nnpack_toolchain.model_zoo import write_model
 
+    if model in ("-h", "--help"):  # invoke takes a required positional's value before its own --help
+        raise SystemExit(subprocess.call([sys.executable, "-m", "invoke", "--help", "check-model"],
+                                         cwd=Path(__file__).parent))
     if not model:
         raise ConfigurationError("give the model: invoke check-model model-symbol.json (or zoo:vgg16)")
     if write:

@@ -82,3 +82,12 @@ def test_keep_going_exit_code_and_report_through_the_cli(keep_going: bool, tmp_p
 def test_from_git_without_a_directory_names_its_own_option(tmp_path: Path) -> None:
     refused(run_invoke("fetch", "--from-git", "nnpack", "--home", str(tmp_path / "h")), 2,
             "--from-git expects NAME=DIR, got 'nnpack'")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_check_model_help_is_help_not_a_model_file(flag: str) -> None:
+    """invoke gives a missing required positional the next token, --help too: it was read as a model file."""
+    proc = run_invoke("check-model", flag)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no such file" not in proc.stderr
+    assert "Usage: inv[oke] [--core-opts] check-model" in proc.stdout and "--batch" in proc.stdout
