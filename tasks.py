@@ -288,8 +288,8 @@ def check_model(c, model, batch=None, shape="3,224,224", json=False, write=None)
                     "of cores; the counts do not depend on it)",
             "cells": "with --count: comma list of count-cells.json files (another machine's run, a kept one) to "
                      "take already counted cells from; only cells of the same wheel, QEMU and scripts are taken",
-            "inline": "with --count: QEMU's inline instruction counter, about twice as fast, the same counts within "
-                      "1e-5 for single-threaded cells, but without the runner's one-thread check",
+            "inline": "with --count: QEMU's inline instruction counter, 1.7-2.0x faster, the same counts within "
+                      "3.2e-6 on a measured cell, but without the runner's one-thread check",
             "budget_mb": "with --count: MXNET_NNPACK_MEMORY_BUDGET_MB of every cell, the device the counts are for "
                          "(default 512: patch 0007's default on a 4 GB board; under QEMU the guest would see this "
                          "machine's memory)",

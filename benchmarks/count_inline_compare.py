@@ -7,16 +7,18 @@ instructions per image. Needs an armv7 wheel in the toolchain home (invoke build
 import tempfile
 import time
 from pathlib import Path
-from nnpack_toolchain.settings import Settings
-from nnpack_toolchain.targets import TARGETS
-from nnpack_toolchain.target_env import python_env
-from nnpack_toolchain.sources import sha256_of
+
+from nnpack_toolchain.count_layers import ALWAYS, MXNET, ConvShape, relative_difference
 from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
-from nnpack_toolchain.count_layers import ConvShape, MXNET, ALWAYS, relative_difference
+from nnpack_toolchain.settings import Settings
+from nnpack_toolchain.smoke import current_wheel
+from nnpack_toolchain.target_env import python_env
+from nnpack_toolchain.targets import TARGETS
 
 settings = Settings()
 target = TARGETS["armv7"]
-wheel = sorted((settings.home / "out/armv7/wheel").glob("mxnet-*.whl"))[-1]
+built = current_wheel(target, settings)  # the wheel invoke wheel last made, and its sha256
+wheel = Path(built.wheel)
 env = python_env(target, settings)
 tmp = Path(tempfile.mkdtemp(prefix="inline-"))
 site = tmp / "site"
@@ -26,7 +28,7 @@ cell = layer_cell(shape, [MXNET, ALWAYS, "NNPACK wt8x8 precompute"])
 out = {}
 for inline in (False, True, False, True):
     runner = CellRunner(env, site, tmp / f"work-{inline}", settings, CountOptions(inline=inline, jobs=1),
-                        {"wheel_sha256": sha256_of(wheel)}, tmp / "count.log")
+                        {"wheel_sha256": built.wheel_sha256}, tmp / "count.log")
     t = time.monotonic()
     m = runner.measure(cell, use_cache=False)
     secs = time.monotonic() - t

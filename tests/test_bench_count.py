@@ -290,9 +290,9 @@ class FakeQemu:
         self.calls: list[list[str]] = []
         self.envs: list[dict[str, str]] = []
         self.workspace = workspace
-        self.inline: list[bool] = []
         """Bytes of workspace a cell's NNPACK call holds: with the budget, whether a transform fits."""
         self.budget = 0
+        self.inline: list[bool] = []
 
     def variant_work(self, args: list[str], variant: dict) -> tuple[float, int, int]:
         """Per-pass instructions, NNPACK convolutions per pass and transforms held."""

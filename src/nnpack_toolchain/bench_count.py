@@ -127,7 +127,8 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                         {"wheel_sha256": wheel_sha256, "qemu": qemu, "target": target.name}, log_path, run)
     results: dict[str, Any] = {
         "target": target.name, "wheel": wheel.name, "wheel_sha256": wheel_sha256, "qemu_user": qemu,
-        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup, "inline_counter": options.inline,
+        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup,
+        "inline_counter": options.inline,
         "environment": options.environment(), "memory_budget_mb": options.memory_budget_mb,
         "neon_flop_per_insn": NEON_FLOP_PER_INSN, "networks": [], "layers": [], "shapes": [],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
