@@ -627,6 +627,38 @@ def test_an_interrupt_stops_every_cell_the_workers_run(tmp_path: Path) -> None:
     assert len(qemu.started) == 2 and runner.cache == {}  # the third cell never started; nothing half-counted kept
 
 
+class Ordered(FakeQemu):
+    """Records the order in which cells start; each takes a moment, so the workers stay busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.order: list[int] = []
+
+    def __call__(self, argv, settings, **kwargs):
+        args = [str(a) for a in argv]
+        with self.lock:
+            self.order.append(json.loads(args[args.index("--layer") + 1])["num_filter"])
+        time.sleep(0.3)
+        return super().__call__(argv, settings, **kwargs)
+
+
+def test_a_cell_the_run_needs_takes_the_next_free_worker_not_the_prefetch_queues_end(tmp_path: Path) -> None:
+    """Session 13: armv7 MobileNet's network cell waited behind every Inception-BN layer cell prefetched
+    for the next network (hours). The cell asked for must start as soon as a worker frees."""
+    qemu = Ordered()
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                        CountOptions(jobs=2), {"wheel_sha256": "abc"}, tmp_path / "log", qemu)
+    *prefetched, needed = cells_with_filters(1, 2, 3, 4, 5, 6)
+    with runner.parallel():
+        runner.prefetch(prefetched)
+        runner.run_cell(needed)
+        assert sorted(qemu.order[:2]) == [1, 2] and qemu.order[2] == 6, qemu.order
+        runner.run_cell(prefetched[-1])  # a prefetched cell still waiting is taken out of the backlog, counted once
+    assert sorted(qemu.order) == sorted(set(qemu.order)) and 5 in qemu.order
+    assert len(runner.cache) == len(qemu.order)  # every cell that started was kept
+
+
 def test_a_failed_cell_stops_the_others_and_is_reported(tmp_path: Path) -> None:
     qemu = Sleeping(tmp_path, fails="2")
     runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),

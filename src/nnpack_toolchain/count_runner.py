@@ -21,8 +21,11 @@ scripts, the cell, its variants and environment): an interrupted run resumes.
 
 Cells are independent single-threaded processes, so `CountOptions.jobs` of them run at once
 (`CellRunner.parallel`, `prefetch`): worker threads each wait on one QEMU process; the counts do
-not change (each is one process's own), only the wall time. On Ctrl-C or SIGTERM, which only the
-main thread sees, every running cell's process group is stopped (procgroup.stop_running).
+not change (each is one process's own), only the wall time. Prefetched cells wait in a backlog and
+go to the workers only as one frees, so a cell the run needs now (a network's, after its layers)
+takes the next free worker instead of queueing behind every prefetched cell (hours, on armv7).
+On Ctrl-C or SIGTERM, which only the main thread sees, every running cell's process group is
+stopped (procgroup.stop_running).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -177,8 +181,9 @@ class CellRunner:
         self.script_digest = hashlib.sha256(b"".join(
             (SCRIPTS / name).read_bytes() for name in ("count_cell.py", "bench_models.py", "nnpack_layers.py", "forking.py"))
         ).hexdigest()[:16]
-        self._lock = threading.Lock()  # the cache, its file and _pending
-        self._pending: dict[str, Future[None]] = {}
+        self._lock = threading.RLock()  # the cache, its file, _pending, _backlog (a done callback may run in _give)
+        self._pending: dict[str, Future[None]] = {}  # given to the pool: running, or next for a free worker
+        self._backlog: deque[tuple[Cell, str]] = deque()  # prefetched, not yet given to the pool
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
 
@@ -210,6 +215,7 @@ class CellRunner:
         except BaseException:
             self._stopping.set()
             with self._lock:
+                self._backlog.clear()
                 futures = list(self._pending.values())
             for future in futures:
                 future.cancel()
@@ -218,23 +224,55 @@ class CellRunner:
                 wait(futures, timeout=0.5)
             raise
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            with self._lock:
+                pool, self._pool = self._pool, None  # a cell finishing now gives the pool no more
+                self._backlog.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
             with self._lock:
                 self._pending.clear()
 
     def prefetch(self, cells: Iterable[Cell]) -> None:
-        """Queue the cells not yet counted (nor queued) for the workers; no-op outside parallel()."""
-        for cell in cells:
-            self._submit(cell, self.key(cell))
+        """Queue the cells not yet counted (nor queued) for the workers, behind any cell the run asks
+        for (run_cell); no-op outside parallel()."""
+        with self._lock:
+            if self._pool is None:
+                return
+            queued = {key for _, key in self._backlog}
+            for cell in cells:
+                key = self.key(cell)
+                if key not in self.cache and key not in self._pending and key not in queued:
+                    self._backlog.append((cell, key))
+                    queued.add(key)
+            self._top_up()
+
+    def _top_up(self) -> None:
+        """Give the pool backlog cells while fewer than `jobs` are running or waiting (under _lock)."""
+        while self._pool is not None and not self._stopping.is_set() and self._backlog and \
+                sum(not f.done() for f in self._pending.values()) < self.options.jobs:
+            cell, key = self._backlog.popleft()
+            if key not in self.cache and key not in self._pending:
+                self._give(cell, key)
+
+    def _give(self, cell: Cell, key: str) -> Future[None]:
+        assert self._pool is not None
+        future = self._pool.submit(self._worker, cell, key)
+        self._pending[key] = future
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _: Future[None]) -> None:
+        with self._lock:
+            self._top_up()
 
     def _submit(self, cell: Cell, key: str) -> Future[None] | None:
+        """The cell the run needs now: its future, given to the pool ahead of the backlog."""
         with self._lock:
             if self._pool is None or key in self.cache:
                 return None
-            if key not in self._pending:
-                self._pending[key] = self._pool.submit(self._worker, cell, key)
-            return self._pending[key]
+            if key in self._pending:
+                return self._pending[key]
+            self._backlog = deque(item for item in self._backlog if item[1] != key)
+            return self._give(cell, key)
 
     def _worker(self, cell: Cell, key: str) -> None:
         if self._stopping.is_set():
