@@ -304,11 +304,12 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
     --memory: peak RSS and the auto policy's tuning cost per network, batch and policy;
     --count: guest instructions per image under QEMU, per network, policy, layer and algorithm."""
     from nnpack_toolchain import bench as benchmark
+    from nnpack_toolchain import bench_report
     from nnpack_toolchain import bench_count
     from nnpack_toolchain.count_runner import COUNT_BATCHES, COUNT_NETWORKS
 
     if import_:
-        benchmark.show_import(Path(import_), arch or None, make_settings(base=base, home=home))
+        bench_report.show_import(Path(import_), arch or None, make_settings(base=base, home=home))
         return
     default_networks = COUNT_NETWORKS if count else benchmark.DEFAULT_NETWORKS
     default_batches = COUNT_BATCHES if count else benchmark.DEFAULT_BATCHES
@@ -342,20 +343,20 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
                 console.out(f"bench [{target.name}]: over the memory budget: {violation}")
         if results["emulated"]:
             if results["checks"]:
-                console.print(benchmark.check_table(results))
+                console.print(bench_report.check_table(results))
             console.out(f"bench [{target.name}]: timings under QEMU are not meaningful for a real board and are "
                         "not reported; run invoke bench on the board itself")
             continue
         if results["networks"]:
-            console.print(benchmark.network_table(results))
-            spread = benchmark.spread_table(results)
+            console.print(bench_report.network_table(results))
+            spread = bench_report.spread_table(results)
             if spread is not None:
                 console.print(spread)
         if results["layers"]:
-            console.print(benchmark.layer_table(results))
-            console.print(benchmark.choices_table(results))
+            console.print(bench_report.layer_table(results))
+            console.print(bench_report.choices_table(results))
         if results["thread_sweep"]:
-            console.print(benchmark.sweep_table(results))
+            console.print(bench_report.sweep_table(results))
         console.out(f"bench [{target.name}]: {results['json']}  {results.get('plot', '')}")
 
 

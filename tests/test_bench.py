@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from nnpack_toolchain import bench
+from nnpack_toolchain import bench, bench_report
 from nnpack_toolchain.errors import ConfigurationError
 
 
@@ -41,7 +41,7 @@ def test_records_are_parsed_and_the_pypi_column_merged() -> None:
 def test_network_table_shows_ratios_against_mxnet() -> None:
     results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2,
                "networks": [record("alexnet", 1, 20.0, 10.0, 40.0)]}
-    text = render(bench.network_table(results))
+    text = render(bench_report.network_table(results))
     assert "0.50x" in text and "2.00x" in text and "Test CPU" in text
 
 
@@ -79,7 +79,7 @@ def test_auto_policy_choices_are_read_from_the_verbose_log() -> None:
     assert choice["chosen"] == "NNPACK wt8x8 (precomputed kernel)"
     assert choice["ms"] == {"MXNet": 39.8, "NNPACK auto": 14.9, "NNPACK wt8x8 (precomputed kernel)": 10.7,
                             "NNPACK implicit-gemm (precomputed kernel)": float("inf")}
-    text = render(bench.choices_table({"auto_choices": [choice]}))
+    text = render(bench_report.choices_table({"auto_choices": [choice]}))
     assert "256x56x56" in text and "wt8x8 (precomputed kernel) 10.70" in text
 
 
@@ -110,11 +110,11 @@ def test_spread_table_shows_every_column_measured_and_rss_only_when_there(tmp_pa
     row["images_per_second_range"] = {"never": [1.5, 2.5], "always": [3.0, 4.5], "auto": [5.0, 7.0],
                                       "pypi": [8.25, 9.75]}
     results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2, "iterations": 5, "networks": [row]}
-    text = render(bench.spread_table(results))
+    text = render(bench_report.spread_table(results))
     assert "spread of 5 passes" in text and "8.25-9.75" in text and "PyPI mxnet" in text
     assert "ONNX Runtime" not in text and "peak RSS" not in text
     row["peak_rss_bytes"] = 300 << 20
-    assert "300" in render(bench.spread_table(results))
+    assert "300" in render(bench_report.spread_table(results))
     assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0  # error bars from the ranges
 
 
@@ -141,7 +141,7 @@ def test_an_older_result_without_ranges_has_no_spread_table_and_still_plots(tmp_
     rows = [record("alexnet", b, 10.0 * b, 12.0 * b, 15.0 * b) for b in (1, 2)]
     rows[1]["images_per_second_range"] = {"never": [18.0, 21.0]}  # one row with, one without
     results = {"target": "x86_64", "host_cpu": "Test CPU", "threads": 2, "iterations": 5, "networks": rows[:1]}
-    assert bench.spread_table(results) is None
+    assert bench_report.spread_table(results) is None
     results["networks"] = rows
-    assert "18.00-21.00" in render(bench.spread_table(results))
+    assert "18.00-21.00" in render(bench_report.spread_table(results))
     assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MXNET_BUILD_HOME, run_invoke
-from nnpack_toolchain import bench
+from nnpack_toolchain import bench, bench_report
 from nnpack_toolchain.errors import ToolchainError
 from nnpack_toolchain.model_zoo import MODELS
 from nnpack_toolchain.mxnet_wheel import BENCH_PACKAGE, bench_files
@@ -201,12 +201,12 @@ def test_import_compares_ratios_with_the_toolchains_timings(tmp_path: Path) -> N
     write(settings.output_dir("x86_64") / "bench" / "bench.json", theirs)
     from rich.console import Console
 
-    table = bench.comparison_table(ours, theirs)
+    table = bench_report.comparison_table(ours, theirs)
     console = Console(width=200, record=True)
     console.print(table)
     row = [line for line in console.export_text().splitlines() if "resnet18" in line][0]
     assert [c.strip() for c in row.strip("│ ").split("│")] == ["resnet18", "1", "0.80x", "3.00x", "2.50x", "4.00x"]
-    shown = bench.show_import(write(tmp_path / "b.json", ours), None, settings)
+    shown = bench_report.show_import(write(tmp_path / "b.json", ours), None, settings)
     assert shown["measured"] == str(settings.output_dir("x86_64") / "bench" / "bench.json")
 
 
@@ -227,7 +227,7 @@ def test_import_refuses_bad_files_in_one_line(content: object, arch: str | None,
     if content is not None:
         write(path, content)
     with pytest.raises(ToolchainError) as raised:  # ConfigurationError; an unknown target: UnknownTargetError
-        bench.load_import(path, arch)
+        bench_report.load_import(path, arch)
     assert raised.value.exit_code == 2
     assert message in raised.value.message and "\n" not in raised.value.message
 

@@ -116,7 +116,7 @@ def test_small_network_exports_agrees_and_counts_reproducibly(tmp_path_factory: 
 
 
 def test_bench_gets_an_onnxruntime_column(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from nnpack_toolchain import bench
+    from nnpack_toolchain import bench, bench_report
 
     records = [{"network": "resnet18", "batch": 1, "seconds": {"never": 0.1}, "images_per_second": {"never": 10.0}}]
     asked = []
@@ -134,7 +134,7 @@ def test_bench_gets_an_onnxruntime_column(monkeypatch: pytest.MonkeyPatch, tmp_p
     bench.add_onnxruntime_column(results, Settings(home=tmp_path), options, tmp_path / "log")
     assert asked == [(("resnet18",), (1,), 5, 2)]
     assert records[0]["images_per_second"] == {"never": 10.0, "onnxruntime": 25.0}
-    assert bench.POLICY_LABELS["onnxruntime"] in bench.network_table(results).columns[3].header
+    assert bench.POLICY_LABELS["onnxruntime"] in bench_report.network_table(results).columns[3].header
 
 
 def test_fixed_gammas_are_the_batchnorms_mxnet_computes_with_gamma_1(monkeypatch) -> None:
