@@ -628,7 +628,8 @@ def test_an_interrupt_stops_every_cell_the_workers_run(tmp_path: Path) -> None:
 
 
 class Ordered(FakeQemu):
-    """Records the order in which cells start; each takes a moment, so the workers stay busy."""
+    """Records the order in which cells start; each takes a moment, so the workers stay busy (cell 2
+    longer: cell 1's worker frees first, with one cell running, and the order is not a race)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -637,9 +638,10 @@ class Ordered(FakeQemu):
 
     def __call__(self, argv, settings, **kwargs):
         args = [str(a) for a in argv]
+        cell = json.loads(args[args.index("--layer") + 1])["num_filter"]
         with self.lock:
-            self.order.append(json.loads(args[args.index("--layer") + 1])["num_filter"])
-        time.sleep(0.3)
+            self.order.append(cell)
+        time.sleep(0.9 if cell == 2 else 0.3)
         return super().__call__(argv, settings, **kwargs)
 
 

@@ -282,10 +282,10 @@ class CellRunner:
     def run_cell(self, cell: Cell, *, use_cache: bool = True) -> dict[str, Any]:
         """The cell's raw result: every process's total, the RESULT records, the run time."""
         key = self.key(cell)
-        with self._lock:
+        with self._lock:  # one hold: a prefetched cell finishing in between is not counted again here
             if use_cache and key in self.cache:
                 return {**self.cache[key], "cached": True}
-        future = self._submit(cell, key) if use_cache else None
+            future = self._submit(cell, key) if use_cache else None
         if future is None:
             return self._count(cell, key, keep=use_cache)
         future.result()  # the worker's error, if it failed
