@@ -145,3 +145,37 @@ def test_an_older_result_without_ranges_has_no_spread_table_and_still_plots(tmp_
     results["networks"] = rows
     assert "18.00-21.00" in render(bench_report.spread_table(results))
     assert bench.plot(results, tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_a_second_bench_of_a_target_waits_for_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `invoke bench` of one target in one home: the second reinstalled the wheel under the first's
+    running cells and overwrote its count cache. The wheel is installed with the target's bench lock held."""
+    import fcntl
+    from types import SimpleNamespace
+
+    from nnpack_toolchain.settings import Settings
+    from nnpack_toolchain.targets import TARGETS
+
+    settings = Settings(home=tmp_path)
+    target = TARGETS["armv7"]
+    lock = tmp_path / "bench" / "armv7" / ".lock"  # beside the installed wheel (bench/<target>/site)
+    lock.parent.mkdir(parents=True)
+    seen = []
+
+    class Env:
+        def install_wheel(self, wheel: Path, site: Path, log_path: Path) -> None:
+            with open(lock, "w") as other:  # another process's open file
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    seen.append("free")
+                except BlockingIOError:
+                    seen.append("held")
+            raise KeyboardInterrupt  # far enough
+
+    monkeypatch.setattr(bench, "current_wheel", lambda t, s: SimpleNamespace(wheel=str(tmp_path / "mxnet.whl")))
+    monkeypatch.setattr(bench, "python_env", lambda t, s: Env())
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(target, settings, bench.BenchOptions(networks=("alexnet",), batches=(1,), count=True))
+    assert seen == ["held"]
+    with open(lock, "w") as after:  # and released when the run ends
+        fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)

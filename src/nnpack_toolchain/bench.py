@@ -33,6 +33,7 @@ from typing import Any
 from . import bench_memory, log
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text, save_figure
+from .locks import exclusive
 from .model_zoo import MODELS, write_model
 from .settings import Settings
 from .smoke import SCRIPTS, current_wheel
@@ -150,6 +151,11 @@ def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
                      offline_hint="the PyPI mxnet column needs PyPI once; run online or pass --no-pypi")
 
 
+def bench_lock(settings: Settings, target: Target) -> Path:
+    """The lock file of the target's bench in this home (its installed wheel, cell cache and results)."""
+    return settings.home / "bench" / target.name / ".lock"
+
+
 def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict[str, Any]:
     wheel = Path(current_wheel(target, settings).wheel)
     bench_dir = settings.output_dir(target.name) / "bench"
@@ -166,8 +172,12 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
         raise ConfigurationError(f"--count counts guest instructions under QEMU: give an ARM target (--arch arm64 or "
                                  f"armv7), not {target.name}")
     what = ("instruction counts under QEMU" if options.count else "correctness only: QEMU" if emulated else "")
-    with log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
-                  + (f" ({what})" if what else ""), settings.logs_dir) as step:
+    # one bench per target and home: a second would reinstall the wheel under the first one's running
+    # cells and overwrite its count cache and results files
+    with exclusive(bench_lock(settings, target), f"bench [{target.name}]: another invoke bench for {target.name} "
+                   "is running in this home; waiting for it to end (Ctrl-C to stop waiting, or give --home)"), \
+            log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
+                     + (f" ({what})" if what else ""), settings.logs_dir) as step:
         env = python_env(target, settings)
         site = settings.home / "bench" / target.name / "site"
         env.install_wheel(wheel, site, step.log_path)
