@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from . import bench_memory, log
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text, save_figure
@@ -151,9 +150,9 @@ def pypi_env(settings: Settings, log_path: Path) -> PythonEnv:
                      offline_hint="the PyPI mxnet column needs PyPI once; run online or pass --no-pypi")
 
 
-def bench_lock(settings: Settings, target: Target) -> Path:
-    """The lock file of the target's bench in this home (its installed wheel, cell cache and results)."""
-    return settings.home / "bench" / target.name / ".lock"
+def bench_home(settings: Settings, target: Target) -> Path:
+    """The target's bench in this home: the installed wheel (site/) and the lock held while a bench runs."""
+    return settings.home / "bench" / target.name
 
 
 def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict[str, Any]:
@@ -174,12 +173,12 @@ def run_bench(target: Target, settings: Settings, options: BenchOptions) -> dict
     what = ("instruction counts under QEMU" if options.count else "correctness only: QEMU" if emulated else "")
     # one bench per target and home: a second would reinstall the wheel under the first one's running
     # cells and overwrite its count cache and results files
-    with exclusive(bench_lock(settings, target), f"bench [{target.name}]: another invoke bench for {target.name} "
+    with exclusive(bench_home(settings, target) / ".lock", f"bench [{target.name}]: another invoke bench for {target.name} "
                    "is running in this home; waiting for it to end (Ctrl-C to stop waiting, or give --home)"), \
             log.step("bench", target.name, f"{', '.join(options.networks)} at batch {options.batches}"
                      + (f" ({what})" if what else ""), settings.logs_dir) as step:
         env = python_env(target, settings)
-        site = settings.home / "bench" / target.name / "site"
+        site = bench_home(settings, target) / "site"
         env.install_wheel(wheel, site, step.log_path)
         if options.count:
             from . import bench_count
@@ -313,6 +312,3 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         axis.legend()
     figure.suptitle(f"MXNet 1.9.1 inference, {results['target']}, {results['host_cpu']}, {results['threads']} threads")
     return save_figure(figure, plt, path)
-
-
-# invoke bench --import: a board's own measurement (python3 -m mxnet.nnpack_bench --json FILE) ----------
