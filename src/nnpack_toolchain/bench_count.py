@@ -185,14 +185,15 @@ def measure_shape(runner: CellRunner, shape: ConvShape) -> dict[str, Measured]:
             raise VerificationError(problem, log_path=runner.log_path)
     dropped = [name for name, m in measured.items() if record_over_budget(name, m.record, shape)]
     if dropped:
-        log.warn(f"{cell.label}: {', '.join(dropped)}: the kernel transform did not fit the memory budget beside the "
-                 "workspace; left out of auto's choices")
+        log.warn(f"{cell.label}: {', '.join(dropped)}: over the memory budget of "
+                 f"{runner.options.memory_budget_mb} MiB (a batch's workspace, or a kernel transform beside the "
+                 "workspace); left out of auto's choices")
     return {name: m for name, m in measured.items() if name not in dropped}
 
 
 def layer_row(layer: ConvLayer, per: Mapping[str, Measured], choice: str) -> dict[str, Any]:
     flops = layer.shape.flops_per_image
-    skipped = [name for name in layer_choices(layer.shape)[1:] if name not in per]  # precomputes over the budget
+    skipped = [name for name in layer_choices(layer.shape)[1:] if name not in per]  # over the memory budget
     return {"network": layer.network, "batch": layer.batch, "layer": layer.name, "shape": layer.shape.describe(),
             "nnpack": nnpack_rejects(layer.shape) or "eligible", "flops_per_image": flops,
             "insns_per_image": {n: m.insns_per_image for n, m in per.items()},

@@ -149,6 +149,19 @@ def transform_bytes(shape: ConvShape, choice: str) -> int:
     return shape.out_c * shape.in_c * per_pair[algorithm] * 4
 
 
+def output_workspace_bytes(shape: ConvShape, choice: str) -> int:
+    """Bytes of the workspace nnp_convolution_output takes for a batch (> 1; MXNet calls it there) on a
+    pinned choice: NNPACK's src/convolution-output.c holds the kernel, input and output transforms
+    of the whole batch, (out_c * in_c + batch * in_c + batch * out_c) * tile elements floats, and
+    patch 0007 charges them to the memory budget under auto. 0 at batch 1 (nnp_convolution_inference
+    works a few tiles at a time) and for choices the output call does not run."""
+    algorithm = choice.removeprefix("NNPACK ")
+    tile = {"wt8x8": 64, "ft8x8": 64, "ft16x16": 256}.get(algorithm)
+    if shape.batch == 1 or tile is None:
+        return 0
+    return (shape.out_c * shape.in_c + shape.batch * (shape.in_c + shape.out_c)) * tile * 4
+
+
 def fits_budget(shape: ConvShape, choice: str, budget_bytes: int) -> bool:
     """Whether the choice's kernel transform alone fits patch 0007's memory budget (its usable part); one
     that does not is never held, so the auto policy on a device with that budget cannot choose it."""
