@@ -161,7 +161,7 @@ def test_layer_cells_force_a_choice_by_policy_or_pin() -> None:
 
 
 def test_layer_records_must_show_the_choice_ran() -> None:
-    check = count_runner.check_layer_record
+    check = count_layers.check_layer_record
     assert check(MXNET, {"nnpack_conv_calls_per_pass": 0}, "x", SMALL) is None
     assert "NNPACK ran 1" in check(MXNET, {"nnpack_conv_calls_per_pass": 1}, "x", SMALL)
     assert check("NNPACK wt8x8", {"nnpack_conv_calls_per_pass": 1}, "x", SMALL) is None
@@ -199,13 +199,13 @@ def test_a_transform_over_the_memory_budget_is_not_a_failed_layer() -> None:
     record = {"nnpack_conv_calls_per_pass": 1, "transforms": 0, "memory_budget_bytes": 512 * 2**20,
               "workspace_bytes": 0}
     label = "layer 512x7x7 -> 1024"
-    assert count_runner.check_layer_record("NNPACK ft16x16 precompute", record, label, MOBILENET_LAST) is None
-    assert count_runner.record_over_budget("NNPACK ft16x16 precompute", record, MOBILENET_LAST)
+    assert count_layers.check_layer_record("NNPACK ft16x16 precompute", record, label, MOBILENET_LAST) is None
+    assert count_layers.record_over_budget("NNPACK ft16x16 precompute", record, MOBILENET_LAST)
     # ft8x8's 128 MiB fits alone; beside 400 MiB of workspace it does not (patch 0007's ReserveTransform)
-    assert count_runner.check_layer_record("NNPACK ft8x8 precompute", record, label, MOBILENET_LAST)
+    assert count_layers.check_layer_record("NNPACK ft8x8 precompute", record, label, MOBILENET_LAST)
     crowded = {**record, "workspace_bytes": 400 * 2**20}
-    assert count_runner.check_layer_record("NNPACK ft8x8 precompute", crowded, label, MOBILENET_LAST) is None
-    assert not count_runner.record_over_budget("NNPACK ft8x8 precompute", {**crowded, "transforms": 1}, MOBILENET_LAST)
+    assert count_layers.check_layer_record("NNPACK ft8x8 precompute", crowded, label, MOBILENET_LAST) is None
+    assert not count_layers.record_over_budget("NNPACK ft8x8 precompute", {**crowded, "transforms": 1}, MOBILENET_LAST)
 
 
 def test_a_batch_workspace_over_the_memory_budget_is_not_a_failed_layer(tmp_path: Path) -> None:
@@ -222,14 +222,14 @@ def test_a_batch_workspace_over_the_memory_budget_is_not_a_failed_layer(tmp_path
            "memory_budget_bytes": 536_870_912}
     nothing = {**ran, "nnpack_conv_calls_per_pass": 0, "workspace_bytes": 0}
     label = "layer 512x7x7 -> 1024 batch 8"
-    assert count_runner.check_layer_record("NNPACK ft8x8", ran, label, shape) is None
-    assert count_runner.check_layer_record("NNPACK ft16x16", nothing, label, shape) is None
-    assert count_runner.record_over_budget("NNPACK ft16x16", nothing, shape)
-    assert not count_runner.record_over_budget("NNPACK ft8x8", ran, shape)
+    assert count_layers.check_layer_record("NNPACK ft8x8", ran, label, shape) is None
+    assert count_layers.check_layer_record("NNPACK ft16x16", nothing, label, shape) is None
+    assert count_layers.record_over_budget("NNPACK ft16x16", nothing, shape)
+    assert not count_layers.record_over_budget("NNPACK ft8x8", ran, shape)
     # a choice whose workspace fits and still ran nothing is a fault, as is one at batch 1
-    assert "NNPACK ran 0 convolutions" in count_runner.check_layer_record("NNPACK ft8x8", nothing, label, shape)
-    assert "NNPACK ran 0" in count_runner.check_layer_record("NNPACK ft16x16", nothing, label, MOBILENET_LAST)
-    assert "NNPACK ran 0" in count_runner.check_layer_record(
+    assert "NNPACK ran 0 convolutions" in count_layers.check_layer_record("NNPACK ft8x8", nothing, label, shape)
+    assert "NNPACK ran 0" in count_layers.check_layer_record("NNPACK ft16x16", nothing, label, MOBILENET_LAST)
+    assert "NNPACK ran 0" in count_layers.check_layer_record(
         "NNPACK ft16x16", {**nothing, "memory_budget_bytes": 1024 * 2**20}, label, shape)
     # through the runner: ft16x16 is left out of auto's choices and listed as over the budget
     runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
@@ -827,6 +827,6 @@ def test_a_small_layer_counts_the_same_twice_under_qemu(target: str, build_setti
         print(f"{target} {choice}: {per_image:.0f} and {repeated:.0f} instructions per image, "
               f"{flop_per_insn(SMALL.flops_per_image, per_image):.2f} FLOP/insn, d = {first[choice].between_forks}")
         assert per_image > 0 and relative_difference(per_image, repeated) <= count_layers.REPEAT_TOLERANCE
-        assert count_runner.check_layer_record(choice, first[choice].record, cell.label, SMALL) is None, first[choice].record
+        assert count_layers.check_layer_record(choice, first[choice].record, cell.label, SMALL) is None, first[choice].record
     # MXNet's im2col + GEMM is a direct method: at most 8 FLOP per 128-bit NEON instruction
     assert flop_per_insn(SMALL.flops_per_image, first[MXNET].insns_per_image) <= count_layers.NEON_FLOP_PER_INSN

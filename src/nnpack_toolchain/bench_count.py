@@ -33,10 +33,10 @@ from rich.table import Table
 
 from . import log
 from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLERANCE, ConvLayer, ConvShape,
-                           auto_choice, conv_layers, flop_per_insn, layer_choices, network_flops_per_image,
-                           nnpack_rejects, relative_difference, tuning_table)
-from .count_runner import (Cell, CellRunner, CountOptions, Measured, check_layer_record, layer_cell, network_cell,
-                           record_over_budget)
+                           auto_choice, check_layer_record, conv_layers, flop_per_insn, layer_choices,
+                           network_flops_per_image, nnpack_rejects, record_over_budget, relative_difference,
+                           tuning_table)
+from .count_runner import Cell, CellRunner, CountOptions, Measured, layer_cell, network_cell
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson, save_figure
 from .insn_count import installed_qemu_version, run_counted

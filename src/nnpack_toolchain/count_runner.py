@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from . import log
-from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE, TRANSFORM_RESERVE, ConvShape,
+from .count_layers import (ALWAYS, AUTO, MIN_INCREMENT, MXNET, REPEAT_TOLERANCE, ConvShape,
                            cell_passes, fits_budget, fork_counts, layer_choices, network_flops_per_image,
-                           output_workspace_bytes, transform_bytes, tuning_table)
+                           tuning_table)
 from .errors import ConfigurationError, VerificationError
 from .files import atomic_write_text
 from .insn_count import run_counted
@@ -396,36 +396,3 @@ def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | 
         variants.append(Variant(AUTO, "auto", auto))
     return Cell(f"{network} batch {batch}", ["--models", str(models), "--network", network, "--batch", str(batch)],
                 batch, variants, network_flops_per_image(network) * batch)
-
-
-def check_layer_record(choice: str, record: Mapping[str, Any], label: str, shape: ConvShape) -> str | None:
-    """What is wrong with a layer variant's record: NNPACK's call counter must show the choice ran
-    (unless its batch workspace is over the budget: record_over_budget), and a precompute choice
-    (layer_variants counts only those whose transform alone fits) must hold its transform unless
-    the record shows it did not fit beside the workspace (record_over_budget)."""
-    calls = record.get("nnpack_conv_calls_per_pass")
-    if choice == MXNET and calls != 0:
-        return f"{label}: MXNet's own code was asked for, but NNPACK ran {calls} convolutions per pass"
-    if choice != MXNET and calls != 1 and not (calls == 0 and record_over_budget(choice, record, shape)):
-        return f"{label}: {choice}: NNPACK ran {calls} convolutions per pass, not 1"
-    if choice.endswith(" precompute") and not record.get("transforms") and not record_over_budget(choice, record, shape):
-        mib = 2**20
-        return (f"{label}: {choice}: no precomputed kernel transform was held, though its "
-                f"{transform_bytes(shape, choice) / mib:,.1f} MiB fit the memory budget of "
-                f"{(record.get('memory_budget_bytes') or 0) / mib:,.1f} MiB (workspace held "
-                f"{(record.get('workspace_bytes') or 0) / mib:,.1f} MiB); see the log")
-    return None
-
-
-def record_over_budget(choice: str, record: Mapping[str, Any], shape: ConvShape) -> bool:
-    """Whether a pinned choice could not run as asked within the record's memory budget, which is what
-    the auto policy on such a device would get, so auto cannot choose it: a batch's workspace
-    (output_workspace_bytes) over the budget less its reserve, so NNPACK did not run (patch 0007's
-    ChargeWorkspace; MXNet's own code ran), or a precompute variant's transform that did not fit
-    beside the workspace its record shows held (ReserveTransform; the choice ran without one)."""
-    budget, workspace = record.get("memory_budget_bytes"), record.get("workspace_bytes")
-    if record.get("nnpack_conv_calls_per_pass") == 0 and budget is not None and choice not in (MXNET, ALWAYS):
-        return output_workspace_bytes(shape, choice) > max(budget - TRANSFORM_RESERVE, 0)
-    if not choice.endswith(" precompute") or budget is None or workspace is None or record.get("transforms"):
-        return False
-    return transform_bytes(shape, choice) + workspace > max(budget - TRANSFORM_RESERVE, 0)
