@@ -152,14 +152,27 @@ def transform_bytes(shape: ConvShape, choice: str) -> int:
 def output_workspace_bytes(shape: ConvShape, choice: str) -> int:
     """Bytes of the workspace nnp_convolution_output takes for a batch (> 1; MXNet calls it there) on a
     pinned choice: NNPACK's src/convolution-output.c holds the kernel, input and output transforms
-    of the whole batch, (out_c * in_c + batch * in_c + batch * out_c) * tile elements floats, and
-    patch 0007 charges them to the memory budget under auto. 0 at batch 1 (nnp_convolution_inference
-    works a few tiles at a time) and for choices the output call does not run."""
+    of the whole batch, (out_c * in_c + batch * in_c + batch * out_c) * tile elements floats.
+    0 at batch 1 (nnp_convolution_inference's workspace is charged too, but not modelled here) and
+    for choices the output call does not run."""
     algorithm = choice.removeprefix("NNPACK ")
     tile = {"wt8x8": 64, "ft8x8": 64, "ft16x16": 256}.get(algorithm)
     if shape.batch == 1 or tile is None:
         return 0
     return (shape.out_c * shape.in_c + shape.batch * (shape.in_c + shape.out_c)) * tile * 4
+
+
+def workspace_charge(shape: ConvShape, choice: str) -> int:
+    """What patch 0007 (Workspace, under auto) charges to the memory budget for that workspace: NNPACK's
+    bytes plus 64 of alignment, less what MXNet's own code takes from the same temp space (one image's
+    im2col buffer, in_c * k_h * k_w * out_h * out_w floats; nothing for a 1x1/1 unpadded layer)."""
+    need = output_workspace_bytes(shape, choice)
+    if need == 0:
+        return 0
+    own_1x1 = shape.kernel == (1, 1) and shape.stride == (1, 1) and shape.pad == (0, 0)
+    out_h, out_w = shape.out_hw
+    own = 0 if own_1x1 else shape.in_c * shape.kernel[0] * shape.kernel[1] * out_h * out_w * 4
+    return max(need + 64 - own, 0)
 
 
 def fits_budget(shape: ConvShape, choice: str, budget_bytes: int) -> bool:
@@ -190,12 +203,14 @@ def check_layer_record(choice: str, record: Mapping[str, Any], label: str, shape
 def record_over_budget(choice: str, record: Mapping[str, Any], shape: ConvShape) -> bool:
     """Whether a pinned choice could not run as asked within the record's memory budget, which is what
     the auto policy on such a device would get, so auto cannot choose it: a batch's workspace
-    (output_workspace_bytes) over the budget less its reserve, so NNPACK did not run (patch 0007's
-    ChargeWorkspace; MXNet's own code ran), or a precompute variant's transform that did not fit
+    (workspace_charge) over what the budget less its reserve has left, so NNPACK did not run (patch
+    0007's ChargeWorkspace; MXNet's own code ran), or a precompute variant's transform that did not fit
     beside the workspace its record shows held (ReserveTransform; the choice ran without one)."""
     budget, workspace = record.get("memory_budget_bytes"), record.get("workspace_bytes")
     if record.get("nnpack_conv_calls_per_pass") == 0 and budget is not None and choice not in (MXNET, ALWAYS):
-        return output_workspace_bytes(shape, choice) > max(budget - TRANSFORM_RESERVE, 0)
+        held = (record.get("transform_bytes") or 0) + (workspace or 0)  # ChargeWorkspace's test, exactly
+        charge = workspace_charge(shape, choice)
+        return charge > 0 and held + charge > max(budget - TRANSFORM_RESERVE, 0)
     if not choice.endswith(" precompute") or budget is None or workspace is None or record.get("transforms"):
         return False
     return transform_bytes(shape, choice) + workspace > max(budget - TRANSFORM_RESERVE, 0)

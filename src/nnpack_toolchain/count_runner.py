@@ -375,7 +375,8 @@ def choice_variant(shape: ConvShape, choice: str) -> Variant:
 def layer_variants(shape: ConvShape, budget_bytes: int = MEMORY_BUDGET_MB * 2**20) -> list[str]:
     """What a layer's cell counts: MXNet, and where NNPACK can run it NNPACK always and each choice
     but a precompute whose kernel transform alone is over the memory budget (it would run as the
-    choice without one: over_budget)."""
+    choice without one: over_budget; a choice over it only beside a workspace, or by a batch's
+    workspace, is counted and found out from its record: count_layers.record_over_budget)."""
     names = layer_choices(shape)
     counted = [name for name in names[1:] if fits_budget(shape, name, budget_bytes)]
     return [MXNET, ALWAYS, *counted] if len(names) > 1 else names
