@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import re
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from nnpack_toolchain import mxnet
 from nnpack_toolchain.errors import BuildError
 from nnpack_toolchain.progress import CtestTests, MakeObjects, duration_text
 from nnpack_toolchain.runner import run
@@ -166,6 +170,72 @@ def test_make_terminal_bar(tmp_path: Path) -> None:
     assert "━" in screen and "about 6 min left" in screen  # object 2 again: 20 s for 2, 38 left
     assert "objects 2/40 (5%)" not in screen  # no plain lines on a terminal
     assert "\x1b[" in screen  # cursor movement: a live display, cleared at the end (transient)
+
+
+def weights_heavy_last() -> dict[str, float]:
+    """The fake make's objects: the first 20 cost 1, the last 20 cost 19 (obj03 as dmlc-core names it)."""
+    weights = {f"build/src/obj{i:02d}.o": 1.0 if i < 20 else 19.0 for i in range(40)}
+    weights["obj03.o"] = weights.pop("build/src/obj03.o")
+    return weights
+
+
+def test_make_time_left_weighs_the_objects_to_come(tmp_path: Path) -> None:
+    console, out = plain_console()
+    ticks = clock()
+    make(tmp_path, MakeObjects("mxnet [arm64]", console=console, clock=lambda: next(ticks),
+                               weights=weights_heavy_last()), tmp_path / "log")
+    lines = out.getvalue().splitlines()
+    # Object 2: 20 s for 2 units of work; 18 + 20 x 19 = 398 left -> 3980 s (counting objects: 6 min).
+    assert "  mxnet [arm64]: objects 2/40 (5%), about 1 h 06 min left" in lines
+    # Object 20 (all quick ones done): 200 s for 20 units, 380 left -> 3800 s.
+    assert "  mxnet [arm64]: objects 20/40 (50%), about 1 h 03 min left" in lines
+    # Object 30: 300 s for 20 + 10 x 19 = 210 units, 190 left -> 271 s -> 5 min.
+    assert "  mxnet [arm64]: objects 30/40 (75%), about 5 min left" in lines
+    assert lines[-1] == "  mxnet [arm64]: objects 40/40 (100%), finishing"
+
+
+def test_make_weighted_resume_and_objects_not_weighed(tmp_path: Path) -> None:
+    log = tmp_path / "mxnet.log"
+    console, _ = plain_console()
+    with pytest.raises(BuildError, match="make failed"):
+        make(tmp_path, MakeObjects("mxnet [arm64]", console=console, clock=lambda: 0), log, FAIL_AT="15")
+    weights = weights_heavy_last()
+    del weights["build/src/obj16.o"], weights["build/src/obj17.o"]  # not weighed: the median of 18 x 1, 20 x 19
+    console, out = plain_console()
+    ticks = clock()
+    make(tmp_path, MakeObjects("mxnet [arm64]", console=console, clock=lambda: next(ticks), weights=weights), log)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  mxnet [arm64]: objects 14/40 (35%), 26 to go, 14 done before"
+    # The 14 built before cost 14 and do not count for the rate. At object 16: 20 s for 2 units;
+    # left: obj16 and obj17 at the median 19, 2 x 1, 20 x 19 = 420 units -> 4200 s.
+    assert lines[1] == "  mxnet [arm64]: objects 16/40 (40%), about 1 h 10 min left"
+
+
+def test_the_mxnet_step_weighs_objects_by_a_measured_table() -> None:
+    weights = mxnet.object_weights()
+    # The table comes from a finished build tree (benchmarks/mxnet_object_weights.py): MXNet's
+    # objects as make names them, nnvm's and dmlc-core's relative to their sub-make.
+    assert len(weights) > 300 and all(value > 0 for value in weights.values())
+    assert "build/src/c_api/c_api.o" in weights and "recordio.o" in weights
+    heaviest = max(weights, key=weights.__getitem__)
+    assert heaviest.startswith("build/src/operator/") and weights[heaviest] > 10 * statistics.median(weights.values())
+
+
+def test_object_weights_script_names_objects_as_their_make_does(tmp_path: Path) -> None:
+    tree = tmp_path / "mxnet-1.9.1"
+    for name, size in [("build/src/c_api/c_api_error.o", 3000), ("build/src/operator/big.o", 9000),
+                       ("3rdparty/tvm/nnvm/build/src/c_api/c_api_error.o", 5000),
+                       ("3rdparty/dmlc-core/recordio.o", 1500)]:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(b"x" * size)
+    script = Path(__file__).parents[1] / "benchmarks" / "mxnet_object_weights.py"
+    done = subprocess.run([sys.executable, script, tree], capture_output=True, text=True, check=True)
+    # KiB, rounded; a name shared by MXNet and nnvm keeps the larger.
+    assert json.loads(done.stdout) == {"build/src/c_api/c_api_error.o": 5, "build/src/operator/big.o": 9,
+                                       "recordio.o": 1}
+    (tmp_path / "empty").mkdir()
+    empty = subprocess.run([sys.executable, script, tmp_path / "empty"], capture_output=True, text=True)
+    assert empty.returncode == 1 and "no object files" in empty.stderr and not empty.stdout
 
 
 def test_make_dry_run_failure_still_builds_and_counts(tmp_path: Path) -> None:

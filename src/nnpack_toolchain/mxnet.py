@@ -38,6 +38,9 @@ from .sources import Pin, load_pin, sha256_of, source_cache
 from .targets import Target
 
 RESULT_FILE = "mxnet-result.json"
+#: Each object's size in KiB in a finished build (benchmarks/mxnet_object_weights.py): its
+#: relative compile time, for the time-left estimate.
+OBJECT_WEIGHTS = Path(__file__).with_name("mxnet_objects.json")
 STAGE_REVISION = 2
 """How this stage builds, beyond its inputs (2: ADD_CFLAGS for the sub-makes): bump it when the same
 inputs give other bytes, so that no machine downloads a package of the old procedure."""
@@ -92,6 +95,14 @@ def package_inputs(target: Target, settings: Settings, config: ConfigureResult, 
                             f"{(config.sysroot / '.complete').read_text()}"),
         "wheel": wheel_stage_digest(),
     }
+
+
+def object_weights() -> dict[str, float]:
+    """Each MXNet object's relative compile time (empty when the table is missing: count objects)."""
+    try:
+        return {str(k): float(v) for k, v in json.loads(OBJECT_WEIGHTS.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def mxnet_pin() -> Pin:
@@ -223,7 +234,7 @@ def build_mxnet(target: Target, settings: Settings, config: ConfigureResult | No
             run(["make", "-C", tree, f"-j{jobs}", MAKE_TARGET, f"CXX={compiler}", *submake],
                 env=env or None,
                 log_path=step.log_path, what=f"make {MAKE_TARGET} for {target.name}",
-                progress=MakeObjects(f"mxnet [{target.name}]"))
+                progress=MakeObjects(f"mxnet [{target.name}]", weights=object_weights()))
         except BuildError as error:
             raise classify_make_failure(error, target, settings) from None
         needed = verify_mxnet(target, library, step.log_path)
