@@ -207,7 +207,7 @@ def record_over_budget(choice: str, record: Mapping[str, Any], shape: ConvShape)
     0007's ChargeWorkspace; MXNet's own code ran), or a precompute variant's transform that did not fit
     beside the workspace its record shows held (ReserveTransform; the choice ran without one)."""
     budget, workspace = record.get("memory_budget_bytes"), record.get("workspace_bytes")
-    if record.get("nnpack_conv_calls_per_pass") == 0 and budget is not None and choice not in (MXNET, ALWAYS):
+    if record.get("nnpack_conv_calls_per_pass") == 0 and budget is not None:
         held = (record.get("transform_bytes") or 0) + (workspace or 0)  # ChargeWorkspace's test, exactly
         charge = workspace_charge(shape, choice)
         return charge > 0 and held + charge > max(budget - TRANSFORM_RESERVE, 0)
