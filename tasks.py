@@ -365,10 +365,12 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
             "batches": "comma list of batch sizes (default 1)",
             "passes": "K1,K2: forward passes of the counted forks (default 0,1; more for small networks)",
             "no_count": "outputs only, no instruction counts",
-            "wheel": "the project's MXNet wheel to compare with on the target (default: the home's current one)"})
+            "wheel": "the project's MXNet wheel to compare with on the target (default: the home's current one)",
+            "mxnet_count": "MXNet policies counted beside ONNX Runtime with the project's wheel (default never,always; "
+                           "none: only ONNX Runtime's count, e.g. at batch 8 where invoke bench --count has MXNet's)"})
 @reports_errors
 def onnx_compare(c, arch="arm64", networks="resnet18", batches="1", passes="0,1", no_count=False, wheel=None,
-                 home=None, base=None):
+                 mxnet_count="never,always", home=None, base=None):
     """ONNX Runtime beside MXNet (issue 14): export with MXNet's exporter, run onnxruntime on the target,
     check its outputs against MXNet's, count its guest instructions per image under QEMU."""
     from nnpack_toolchain import onnx_compare as compare
@@ -377,7 +379,8 @@ def onnx_compare(c, arch="arm64", networks="resnet18", batches="1", passes="0,1"
     k1, k2 = (parse_int_list(passes, "--passes") + (0, 0))[:2]
     options = compare.OnnxOptions(networks=tuple(n.strip() for n in networks.split(",") if n.strip()),
                                   batches=parse_int_list(batches, "--batches"), count=not no_count, passes=(k1, k2),
-                                  mxnet_wheel=Path(wheel) if wheel else None)
+                                  mxnet_wheel=Path(wheel) if wheel else None,
+                                  mxnet_count=compare.parse_policies(mxnet_count))
     settings = make_settings(base=base, home=home)
     for target in parse_targets(arch):
         results = compare.run_onnx_compare(target, settings, options)

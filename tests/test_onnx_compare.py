@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MXNET_BUILD_HOME
+from conftest import MXNET_BUILD_HOME, run_invoke
 from nnpack_toolchain import onnx_compare
 from nnpack_toolchain.errors import ConfigurationError, VerificationError
 from nnpack_toolchain.model_zoo import SymbolBuilder
@@ -54,6 +54,17 @@ def test_options_and_targets_without_an_onnxruntime_wheel_are_named(tmp_path: Pa
         OnnxOptions(passes=(2, 1))
     with pytest.raises(ConfigurationError, match="no onnxruntime==.* wheel for armv7"):
         onnx_compare.onnxruntime_wheel(TARGETS["armv7"], "3.11", Settings(home=tmp_path), tmp_path / "log")
+    with pytest.raises(ConfigurationError, match="--mxnet-count takes NNPACK policies .* not sometimes"):
+        OnnxOptions(mxnet_count=onnx_compare.parse_policies("never,sometimes"))
+    assert OnnxOptions(mxnet_count=onnx_compare.parse_policies("none")).mxnet_count == ()
+    assert onnx_compare.parse_policies(" always,never,always") == ("always", "never")
+
+
+def test_mxnet_count_option_reaches_the_run_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    proc = run_invoke("onnx-compare", "--arch", "arm64", "--mxnet-count", "auto", "--home", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert "--mxnet-count takes NNPACK policies from never,always (or none), not auto" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
 def two_conv_net(path: Path) -> Path:

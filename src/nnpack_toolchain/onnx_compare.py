@@ -74,6 +74,8 @@ TOLERANCE = 1e-4
 """Largest max|ORT - MXNet| / max|MXNet| per output (logits and probabilities) against MXNet's own code."""
 REPEAT_TOLERANCE = 1e-3
 """The two K2-K1 increments of one count (and two counts of one cell) must agree within 0.1 %."""
+MXNET_COUNT_POLICIES = ("never", "always")
+"""What --mxnet-count may ask for: MXNet's own code, NNPACK for every layer it can run (no timing, no table)."""
 COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
                    "MXNET_ENFORCE_DETERMINISM": "1"}
@@ -105,6 +107,16 @@ class OnnxOptions:
             raise ConfigurationError(f"batch sizes must be positive integers, not {self.batches}")
         if len(self.passes) != 2 or not 0 <= self.passes[0] < self.passes[1]:
             raise ConfigurationError(f"--passes takes K1,K2 with 0 <= K1 < K2, not {self.passes}")
+        wrong = [p for p in self.mxnet_count if p not in MXNET_COUNT_POLICIES]
+        if wrong:
+            raise ConfigurationError(f"--mxnet-count takes NNPACK policies from {','.join(MXNET_COUNT_POLICIES)} "
+                                     f"(or none), not {','.join(wrong)}")
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """--mxnet-count: "never,always" -> ("never", "always"); "none" (or "") -> ()."""
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    return () if names == ("none",) else names
 
 
 def parse_records(output: str) -> list[dict[str, Any]]:
