@@ -156,3 +156,26 @@ def test_a_second_sigterm_does_not_cut_the_kill_short(tmp_path: Path, sleepers) 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").is_file(), reason="needs a kernel with scheduling autogroups "
+                    "(/proc/self/autogroup; CONFIG_SCHED_AUTOGROUP)")
+@pytest.mark.parametrize("how", ["nice", "autogroup"])
+def test_a_niced_toolchain_runs_its_tools_niced(how: str) -> None:
+    # A new session is a new autogroup: without carrying the niceness over, the tool's group would
+    # compete at nice 0 with everything else, however niced the toolchain.
+    lower = "os.nice(7)" if how == "nice" else "open('/proc/self/autogroup', 'w').write('7')"
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys
+        sys.path.insert(0, {str(SRC)!r})
+        {lower}
+        from nnpack_toolchain.procgroup import run_group
+        done = run_group(["sh", "-c", "cat /proc/$$/autogroup; cat /proc/self/autogroup"], capture_output=True, text=True)
+        print(done.stdout, end="")
+        """)
+    # its own session, so that its autogroup is not the test's
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         start_new_session=True)
+    assert out.returncode == 0, out.stderr
+    leader, child = out.stdout.splitlines()
+    assert leader.endswith(" nice 7") and child == leader, out.stdout

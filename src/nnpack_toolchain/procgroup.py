@@ -9,6 +9,12 @@ group SIGTERM, gives it a grace period (reading its output meanwhile), then send
 is left, and reaps the leader before the exception goes on. A caller that runs tools from worker
 threads (only the main thread gets signals) stops them all with `stop_running`.
 
+A new session is also a new scheduling autogroup (Linux with CONFIG_SCHED_AUTOGROUP, the default
+of Debian's and Ubuntu's kernels), and autogroups share the CPU fairly whatever their processes'
+nice values: `nice -n 19 invoke ...` would still take a whole core from everything else (measured:
+a niced QEMU count took 96 % of a core while the two compilers of a nice-5 build shared the other).
+`run_group` therefore gives the new autogroup the toolchain's own niceness (`carry_niceness`).
+
 Being a session of its own, the group does not get the terminal's signals: Ctrl-C, a closed
 terminal and SIGTERM reach the toolchain, which passes them on as above; to pause a run, stop the
 tools themselves (e.g. `pkill -STOP -f qemu-aarch64`), not only the toolchain's process.
@@ -55,6 +61,7 @@ def run_group(argv: Any, *, timeout: float | None = None, input: str | bytes | N
             raise ValueError("stdin and input may not both be used")
         popen["stdin"] = subprocess.PIPE
     with subprocess.Popen(argv, start_new_session=True, **popen) as proc:
+        carry_niceness(proc.pid)
         with _running_lock:
             _running.add(proc)
         try:
@@ -69,6 +76,29 @@ def run_group(argv: Any, *, timeout: float | None = None, input: str | bytes | N
             with _running_lock:
                 _running.discard(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def autogroup_nice(pid: int | str = "self") -> int | None:
+    """The nice value of a process's autogroup (/proc/PID/autogroup: "/autogroup-25 nice 0"), None
+    without autogroups."""
+    try:
+        return int(open(f"/proc/{pid}/autogroup").read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def carry_niceness(pid: int) -> None:
+    """Give the autogroup of pid (a new session's leader) the niceness the toolchain runs with: its
+    own nice value or its autogroup's, whichever is higher. Best effort: nothing without autogroups,
+    and a kernel that refuses (a lower value needs privileges) leaves the group as it is."""
+    own = max(os.nice(0), autogroup_nice() or 0)
+    if own <= 0 or autogroup_nice(pid) is None:
+        return
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as group:
+            group.write(str(own))
+    except OSError:
+        pass
 
 
 def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> tuple[Any, Any]:
