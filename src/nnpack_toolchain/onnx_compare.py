@@ -75,7 +75,8 @@ TOLERANCE = 1e-4
 REPEAT_TOLERANCE = 1e-3
 """The two K2-K1 increments of one count (and two counts of one cell) must agree within 0.1 %."""
 MXNET_COUNT_POLICIES = ("never", "always")
-"""What --mxnet-count may ask for: MXNet's own code, NNPACK for every layer it can run (no timing, no table)."""
+"""What --mxnet-count may ask for: MXNet's own code, NNPACK on every layer it can run (auto would time the
+layers, or need the pinned table `invoke bench --count` makes from its per-layer counts)."""
 COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
                    "MXNET_ENFORCE_DETERMINISM": "1"}

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 GRACE_SECONDS = 5.0
@@ -82,7 +83,7 @@ def autogroup_nice(pid: int | str = "self") -> int | None:
     """The nice value of a process's autogroup (/proc/PID/autogroup: "/autogroup-25 nice 0"), None
     without autogroups."""
     try:
-        return int(open(f"/proc/{pid}/autogroup").read().split()[-1])
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -95,8 +96,7 @@ def carry_niceness(pid: int) -> None:
     if own <= 0 or autogroup_nice(pid) is None:
         return
     try:
-        with open(f"/proc/{pid}/autogroup", "w") as group:
-            group.write(str(own))
+        Path(f"/proc/{pid}/autogroup").write_text(str(own))
     except OSError:
         pass
 
