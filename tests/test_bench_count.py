@@ -434,6 +434,21 @@ def test_the_runner_takes_each_variant_from_its_forks_and_resumes_from_its_cache
     assert not runner("def").run_cell(cell)["cached"] and len(qemu.calls) == 2  # another wheel: counted again
 
 
+def test_a_cell_says_what_it_counts_when_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a batch-8 cell can run an hour: its one line at the end was all a user saw meanwhile
+    qemu = FakeQemu()
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                        CountOptions(), {"wheel_sha256": "abc"}, tmp_path / "log", qemu)
+    cell = layer_cell(SMALL, [MXNET, "NNPACK wt8x8"])
+    runner.measure(cell)
+    lines = capsys.readouterr().err.splitlines()  # log.console writes to stderr
+    started = [i for i, line in enumerate(lines) if f"{cell.label}: counting MXNet, NNPACK wt8x8 under QEMU" in line]
+    done = [i for i, line in enumerate(lines) if line.strip().startswith(f"{cell.label} (") and "K2 =" in line]
+    assert started and done and started[0] < done[0], lines
+    runner.measure(cell)  # from the cache: nothing is started
+    assert "counting" not in capsys.readouterr().err
+
+
 def test_the_inline_counter_is_asked_for_and_keeps_its_own_cells(tmp_path: Path) -> None:
     qemu = FakeQemu()
 

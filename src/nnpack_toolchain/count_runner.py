@@ -299,6 +299,8 @@ class CellRunner:
         argv = [*self.env.argv, SCRIPTS / "count_cell.py", *cell.args, "--variants", variants,
                 "--warmup", str(self.options.warmup), "--passes", ",".join(map(str, self.passes(cell)))]
         started = time.monotonic()
+        log.info(f"{cell.label}: counting {', '.join(v.name for v in cell.variants)} under QEMU "
+                 f"(K2 = {self.passes(cell)[1]}, started {time.strftime('%H:%M:%S')})")
         try:
             counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work,
                                 timeout=self.options.timeout, inline=self.options.inline, log_path=self.log_path)
