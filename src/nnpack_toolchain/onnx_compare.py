@@ -94,7 +94,7 @@ class OnnxOptions:
     mxnet_wheel: Path | None = None
     """The project's wheel for the target (MXNet on the same weights there); None: the home's current one, if any."""
     mxnet_on_target: bool = True
-    mxnet_count: tuple[str, ...] = ("never", "always")
+    mxnet_count: tuple[str, ...] = MXNET_COUNT_POLICIES
     """NNPACK policies whose MXNet instructions per image are counted beside ONNX Runtime's (same method, same
     weights and input; needs the project's wheel; empty: none)."""
     symbols: dict[str, Path] = field(default_factory=dict)
