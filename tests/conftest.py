@@ -26,6 +26,7 @@ import pytest
 
 from nnpack_toolchain.settings import Settings, default_home
 from nnpack_toolchain.sources import SourceCache, load_pins, system_debian_mirror
+from tmpdirs import module_tmp  # noqa: F401  (a fixture: module-scoped homes removed with the module)
 
 REPO = Path(__file__).resolve().parents[1]
 USER_HOME = default_home()

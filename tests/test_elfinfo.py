@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,10 @@ def needed(library: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def armv7_build(tmp_path_factory: pytest.TempPathFactory):
-    home = Settings(home=tmp_path_factory.mktemp("atomics-home"))
+def armv7_build(module_tmp: Callable[[str], Path]):
+    home = Settings(home=module_tmp("atomics-home"))
     compilers = ensure_compilers(TARGETS["armv7"], home)
-    work = tmp_path_factory.mktemp("atomics")
+    work = module_tmp("atomics")
     (work / "atomics.c").write_text(SOURCE)
 
     def build(name: str, flags: tuple[str, ...], link: tuple[str, ...] = ()) -> Path:

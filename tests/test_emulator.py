@@ -4,6 +4,7 @@ fork-then-convolve check, Python's multiprocessing with the fork start method)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("emulator-home"))
+def home(module_tmp: Callable[[str], Path]) -> Settings:
+    return Settings(home=module_tmp("emulator-home"))
 
 
 @pytest.mark.network

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -274,8 +275,8 @@ def with_bench(wheel: Path, out_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def target_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("board-bench-home"))
+def target_home(module_tmp: Callable[[str], Path]) -> Settings:
+    return Settings(home=module_tmp("board-bench-home"))
 
 
 def installed(name: str, home: Settings, tmp_path: Path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,9 @@ def fake_build(settings: Settings, config: ConfigureResult) -> None:
 
 
 @pytest.fixture(scope="module")
-def published(conan_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
-    settings, config = fake_home(tmp_path_factory.mktemp("a") / "home")
+def published(conan_server: str, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+              module_tmp: Callable[[str], Path]) -> str:
+    settings, config = fake_home(module_tmp("a") / "home")
     fake_build(settings, config)
     publish.add_remote(settings, REMOTE, conan_server, user="demo", password=SERVER_PASSWORD)
     cwd = tmp_path_factory.mktemp("cwd")

@@ -4,6 +4,7 @@ writing after the toolchain left."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -179,3 +180,43 @@ def test_a_niced_toolchain_runs_its_tools_niced(how: str) -> None:
     assert out.returncode == 0, out.stderr
     leader, child = out.stdout.splitlines()
     assert leader.endswith(" nice 7") and child == leader, out.stdout
+
+
+def test_an_autogroup_write_the_kernel_defers_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unprivileged, the kernel takes one autogroup write per 100 ms machine-wide and answers EAGAIN
+    # to the others: a tool started right after another would stay at nice 0.
+    from nnpack_toolchain import procgroup
+
+    answers = [OSError(errno.EAGAIN, "Resource temporarily unavailable"), None]
+    written, slept = [], []
+
+    def write_text(path: Path, text: str) -> int:
+        written.append((str(path), text))
+        if (answer := answers.pop(0)) is not None:
+            raise answer
+        return len(text)
+
+    monkeypatch.setattr(procgroup.os, "nice", lambda increment: 5)
+    monkeypatch.setattr(procgroup, "autogroup_nice", lambda pid="self": 0)
+    monkeypatch.setattr(procgroup.Path, "write_text", write_text)
+    monkeypatch.setattr(procgroup.time, "sleep", slept.append)
+    procgroup.carry_niceness(4242)
+    assert written == [("/proc/4242/autogroup", "5")] * 2
+    assert slept == [procgroup.AUTOGROUP_RETRY_SECONDS] and slept[0] >= 0.1
+
+
+def test_an_autogroup_write_refused_for_good_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnpack_toolchain import procgroup
+
+    written = []
+
+    def write_text(path: Path, text: str) -> int:
+        written.append(text)
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(procgroup.os, "nice", lambda increment: 5)
+    monkeypatch.setattr(procgroup, "autogroup_nice", lambda pid="self": 0)
+    monkeypatch.setattr(procgroup.Path, "write_text", write_text)
+    monkeypatch.setattr(procgroup.time, "sleep", lambda seconds: pytest.fail("slept after EACCES"))
+    procgroup.carry_niceness(4242)
+    assert written == ["5"]

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,10 @@ LAUNCH = ("import os; from conans.server.launcher import ServerLauncher; "
 
 
 @pytest.fixture(scope="module")
-def conan_server(tmp_path_factory: pytest.TempPathFactory):
+def conan_server(module_tmp: Callable[[str], Path]):
     """A conan_server on 127.0.0.1:<free port>; user demo may write. Killed at the end, always."""
     python = conan_server_python()
-    home = tmp_path_factory.mktemp("conan-server")
+    home = module_tmp("conan-server")
     port = free_port()
     (home / "server.conf").write_text(SERVER_CONF.format(
         secret=os.urandom(16).hex(), port=port, storage=home / "data", password=SERVER_PASSWORD))

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,8 @@ def compile_demo(target: Target, home: Settings, out: Path, extra_flags: tuple[s
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(home=tmp_path_factory.mktemp("wheel-home"))
+def home(module_tmp: Callable[[str], Path]) -> Settings:
+    return Settings(home=module_tmp("wheel-home"))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ tools themselves (e.g. `pkill -STOP -f qemu-aarch64`), not only the toolchain's 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -88,17 +89,28 @@ def autogroup_nice(pid: int | str = "self") -> int | None:
         return None
 
 
+# Without CAP_SYS_ADMIN the kernel takes one autogroup write per 100 ms, machine-wide, and answers
+# EAGAIN to the others (kernel/sched/autogroup.c): two cells started together would leave the
+# second at nice 0. A refused write is tried again after the interval, a few times.
+AUTOGROUP_RETRY_SECONDS = 0.11
+AUTOGROUP_TRIES = 5
+
+
 def carry_niceness(pid: int) -> None:
     """Give the autogroup of pid (a new session's leader) the niceness the toolchain runs with: its
     own nice value or its autogroup's, whichever is higher. Best effort: nothing without autogroups,
-    and a kernel that refuses (a lower value needs privileges) leaves the group as it is."""
+    and a kernel that refuses for good (a negative value needs privileges) leaves the group as it is."""
     own = max(os.nice(0), autogroup_nice() or 0)
     if own <= 0 or autogroup_nice(pid) is None:
         return
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(own))
-    except OSError:
-        pass
+    for attempt in range(AUTOGROUP_TRIES):
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(own))
+            return
+        except OSError as error:
+            if error.errno != errno.EAGAIN or attempt == AUTOGROUP_TRIES - 1:
+                return
+            time.sleep(AUTOGROUP_RETRY_SECONDS)
 
 
 def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> tuple[Any, Any]:
