@@ -57,13 +57,15 @@ def test_options_and_targets_without_an_onnxruntime_wheel_are_named(tmp_path: Pa
     with pytest.raises(ConfigurationError, match="--mxnet-count takes NNPACK policies .* not sometimes"):
         OnnxOptions(mxnet_count=onnx_compare.parse_policies("never,sometimes"))
     assert OnnxOptions(mxnet_count=onnx_compare.parse_policies("none")).mxnet_count == ()
+    with pytest.raises(ConfigurationError, match=r"\(or none alone\), not none$"):  # none is not a policy
+        OnnxOptions(mxnet_count=onnx_compare.parse_policies("never,none"))
     assert onnx_compare.parse_policies(" always,never,always") == ("always", "never")
 
 
 def test_mxnet_count_option_reaches_the_run_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
     proc = run_invoke("onnx-compare", "--arch", "arm64", "--mxnet-count", "auto", "--home", str(tmp_path))
     assert proc.returncode == 2, proc.stderr
-    assert "--mxnet-count takes NNPACK policies from never,always (or none), not auto" in proc.stderr
+    assert "--mxnet-count takes NNPACK policies from never,always (or none alone), not auto" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 

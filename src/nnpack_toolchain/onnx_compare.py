@@ -111,7 +111,7 @@ class OnnxOptions:
         wrong = [p for p in self.mxnet_count if p not in MXNET_COUNT_POLICIES]
         if wrong:
             raise ConfigurationError(f"--mxnet-count takes NNPACK policies from {','.join(MXNET_COUNT_POLICIES)} "
-                                     f"(or none), not {','.join(wrong)}")
+                                     f"(or none alone), not {','.join(wrong)}")
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
