@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from nnpack_toolchain.procgroup import run_group
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_ci(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """.ci/run in a session of its own, killed whole if it outlives a minute (had the check let it
-    through, it would bootstrap and run the whole suite)."""
-    with subprocess.Popen(["bash", str(REPO / ".ci" / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env, start_new_session=True) as proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    """.ci/run in a process group of its own, stopped whole if it outlives a minute (had the check
+    let it through, it would bootstrap and run the whole suite)."""
+    return run_group(["bash", str(REPO / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
+
+
+def run_probe(tests: Path, base: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """pytest with the project's settings (pyproject.toml) on a probe directory of test files."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tests),
+                           "-p", "no:cacheprovider", "--basetemp", str(base), str(tests)],
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 def test_ci_run_stops_at_once_when_the_temporary_file_system_is_too_small(tmp_path: Path) -> None:
@@ -63,9 +63,7 @@ def test_a_passing_tests_temporary_directory_is_removed_with_the_projects_pytest
         "def test_fails(tmp_path):\n"
         "    open(%r, 'a').write(str(tmp_path) + '\\n')\n"
         "    assert False\n" % (str(tmp_path / "seen"), str(tmp_path / "seen")))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tests),
-                           "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "base"), str(tests)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = run_probe(tests, tmp_path / "base")
     assert proc.returncode == 1, proc.stdout  # one test fails on purpose
     passed, failed = (Path(p) for p in (tmp_path / "seen").read_text().split())
     assert passed.name.startswith("test_passes") and not passed.exists()
@@ -96,10 +94,7 @@ def test_module_tmp_goes_with_its_module_unless_one_of_its_tests_failed(tmp_path
         "def test_a_is_gone_before_c_runs():\n"
         "    passed = [line.split() for line in open(%r) if line.startswith('test_a_passes')]\n"
         "    assert passed and not __import__('pathlib').Path(passed[0][1]).exists()\n" % str(seen))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tests),
-                           "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "base"), str(tests)],
-                          capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "tests")})
+    proc = run_probe(tests, tmp_path / "base", env={**os.environ, "PYTHONPATH": str(REPO / "tests")})
     assert proc.returncode == 1 and "1 failed, 4 passed" in proc.stdout, proc.stdout
     rows = {name: (Path(made), Path(kept)) for name, made, kept in (line.split() for line in seen.read_text().splitlines())}
     assert not rows["test_a_passes"][0].exists() and rows["test_a_passes"][1].exists()

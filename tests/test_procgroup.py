@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,6 +183,15 @@ def test_a_niced_toolchain_runs_its_tools_niced(how: str) -> None:
     assert leader.endswith(" nice 7") and child == leader, out.stdout
 
 
+def niced_toolchain(monkeypatch: pytest.MonkeyPatch, write_text: Any) -> None:
+    """carry_niceness as in a toolchain at nice 5 whose tool's autogroup is at 0, its write faked."""
+    from nnpack_toolchain import procgroup
+
+    monkeypatch.setattr(procgroup.os, "nice", lambda increment: 5)
+    monkeypatch.setattr(procgroup, "autogroup_nice", lambda pid="self": 0)
+    monkeypatch.setattr(procgroup.Path, "write_text", write_text)
+
+
 def test_an_autogroup_write_the_kernel_defers_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # Unprivileged, the kernel takes one autogroup write per 100 ms machine-wide and answers EAGAIN
     # to the others: a tool started right after another would stay at nice 0.
@@ -196,9 +206,7 @@ def test_an_autogroup_write_the_kernel_defers_is_tried_again(monkeypatch: pytest
             raise answer
         return len(text)
 
-    monkeypatch.setattr(procgroup.os, "nice", lambda increment: 5)
-    monkeypatch.setattr(procgroup, "autogroup_nice", lambda pid="self": 0)
-    monkeypatch.setattr(procgroup.Path, "write_text", write_text)
+    niced_toolchain(monkeypatch, write_text)
     monkeypatch.setattr(procgroup.time, "sleep", slept.append)
     procgroup.carry_niceness(4242)
     assert written == [("/proc/4242/autogroup", "5")] * 2
@@ -214,9 +222,7 @@ def test_an_autogroup_write_refused_for_good_is_not_retried(monkeypatch: pytest.
         written.append(text)
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(procgroup.os, "nice", lambda increment: 5)
-    monkeypatch.setattr(procgroup, "autogroup_nice", lambda pid="self": 0)
-    monkeypatch.setattr(procgroup.Path, "write_text", write_text)
+    niced_toolchain(monkeypatch, write_text)
     monkeypatch.setattr(procgroup.time, "sleep", lambda seconds: pytest.fail("slept after EACCES"))
     procgroup.carry_niceness(4242)
     assert written == ["5"]
