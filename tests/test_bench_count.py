@@ -555,10 +555,11 @@ def test_run_count_end_to_end_with_a_fake_qemu(tmp_path: Path, monkeypatch: pyte
     conv0 = results["layers"][0]
     assert conv0["flop_per_insn"][MXNET] == pytest.approx(1 / 3)
     assert row["transforms"] == {"pinned": 13, "held": 13}  # the 3x3/1 layers: 4 in stage 1, 3 in each later one
-    # one process per distinct shape (12), one for the network, and the network's again (the repeat)
-    assert len(qemu.calls) == 12 + 1 + 1
+    # one process per distinct shape (12), one per policy for the network, and one cell again (the repeat)
+    assert len(qemu.calls) == 12 + 3 + 1
     assert results["repeat"]["largest_difference"] == 0 and qemu.calls[-1] in qemu.calls[:-1]
-    assert len(results["repeat"]["insns_per_image"]) > 1  # a cell with NNPACK in it, not MXNet's alone
+    assert set(results["repeat"]["insns_per_image"]) - {MXNET}  # a cell with NNPACK in it, not MXNet's alone
+    assert set(row["cell_seconds"]) == {MXNET, ALWAYS, AUTO} and row["seconds"] == sum(row["cell_seconds"].values())
     assert len(results["shapes"]) == 12 and len(results["layers"]) == 21
     saved = json.loads(Path(results["json"]).read_text())
     assert saved["networks"][0]["insns_per_image"] == row["insns_per_image"]
@@ -644,7 +645,7 @@ def test_cells_counted_several_at_once_give_the_same_results(tmp_path: Path, mon
             CountOptions(networks=("alexnet", "resnet18"), batches=(1,), jobs=jobs), tmp_path / f"bench{jobs}",
             tmp_path / "log", qemu)
         assert qemu.most == jobs  # 5 + 12 layer cells: three ran at once with 3 jobs, one at a time with 1
-        assert len(qemu.calls) == 5 + 12 + 2 + 1  # each cell once, and the repeat
+        assert len(qemu.calls) == 5 + 12 + 2 * 3 + 1  # each cell once (a network's: one per policy), and the repeat
         assert not list((tmp_path / f"bench{jobs}" / "count").glob("count-variants-*.json"))
 
     def counts(run: dict) -> tuple:
@@ -780,7 +781,7 @@ def test_a_run_takes_counted_cells_from_another_machines_cache(tmp_path: Path,
         return results, qemu
 
     first, qemu = run("one", "abc")
-    assert len(qemu.calls) == 5 + 1 + 1
+    assert len(qemu.calls) == 5 + 3 + 1  # 5 layer shapes, the network under 3 policies, the repeat
     kept = tmp_path / "kept-cells.json"
     kept.write_text((tmp_path / "one" / "bench" / "count" / "count-cells.json").read_text())
     again, qemu = run("two", "abc", (kept,))
@@ -788,7 +789,7 @@ def test_a_run_takes_counted_cells_from_another_machines_cache(tmp_path: Path,
     assert again["networks"][0]["insns_per_image"] == first["networks"][0]["insns_per_image"]
     assert [r["insns_per_image"] for r in again["layers"]] == [r["insns_per_image"] for r in first["layers"]]
     _, qemu = run("three", "def", (kept,))  # another wheel: its cells are its own
-    assert len(qemu.calls) == 5 + 1 + 1
+    assert len(qemu.calls) == 5 + 3 + 1
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -861,3 +862,54 @@ def test_a_small_layer_counts_the_same_twice_under_qemu(target: str, build_setti
         assert count_layers.check_layer_record(choice, first[choice].record, cell.label, SMALL) is None, first[choice].record
     # MXNet's im2col + GEMM is a direct method: at most 8 FLOP per 128-bit NEON instruction
     assert flop_per_insn(SMALL.flops_per_image, first[MXNET].insns_per_image) <= count_layers.NEON_FLOP_PER_INSN
+
+
+class Timeline(FakeQemu):
+    """Records when each cell first starts and ends (not the repeat's); one layer's cell (slow) takes longest."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.lock = threading.Lock()
+        self.spans: dict[str, list[float]] = {}
+        self.network_variants: list[list[str]] = []
+
+    def __call__(self, argv, settings, **kwargs):
+        args = [str(a) for a in argv]
+        variants = [v["name"] for v in json.loads(Path(args[args.index("--variants") + 1]).read_text())]
+        name = args[args.index("--layer") + 1] if "--layer" in args else variants[0]
+        with self.lock:
+            if "--network" in args:
+                self.network_variants.append(variants)
+            first = name not in self.spans
+            if first:
+                self.spans[name] = [time.monotonic()]
+        time.sleep(0.6 if name == self.slow else 0.02)
+        counted = super().__call__(argv, settings, **kwargs)
+        if first:
+            with self.lock:
+                self.spans[name].append(time.monotonic())
+        return counted
+
+
+def test_a_networks_policies_are_cells_of_their_own_and_never_and_always_need_not_wait_for_the_layers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 19: a network's three variants ran one after another in one process, after all its layers
+    (VGG-16 at batch 8 on armv7: 3.8 h on one core while the other idled). Each is a cell of its own now;
+    never's and always's start while layers are still counted, and the counts are each variant's own."""
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+    last = bench_count.distinct_shapes("resnet18", 1)[-1]  # the last layer cell given to a worker
+    qemu = Timeline(json.dumps(last.cell_spec(), separators=(",", ":")))
+    results = bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
+                                    Path("mxnet.whl"), "abc", CountOptions(networks=("resnet18",), batches=(1,), jobs=2),
+                                    tmp_path / "bench", tmp_path / "log", qemu)
+    assert sorted(qemu.network_variants[:3]) == [[MXNET], [ALWAYS], [AUTO]]  # one process each
+    last_layer_end = qemu.spans[qemu.slow][1]
+    assert qemu.spans[MXNET][0] < last_layer_end and qemu.spans[ALWAYS][0] < last_layer_end
+    assert qemu.spans[AUTO][0] >= last_layer_end  # auto is pinned from every layer's counts
+    (row,) = results["networks"]
+    flops = sum(layer.shape.flops_per_image for layer in conv_layers("resnet18", 1))
+    assert row["insns_per_image"][MXNET] == pytest.approx(3.0 * flops)
+    assert row["insns_per_image"][ALWAYS] == pytest.approx(sum(
+        layer.shape.flops_per_image * (2.0 if nnpack_rejects(layer.shape) is None else 3.0)
+        for layer in conv_layers("resnet18", 1)))

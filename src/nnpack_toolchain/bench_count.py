@@ -38,7 +38,7 @@ from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLER
                            auto_choice, check_layer_record, conv_layers, flop_per_insn, layer_choices,
                            network_flops_per_image, nnpack_rejects, record_over_budget, relative_difference,
                            tuning_table)
-from .count_runner import Cell, CellRunner, CountOptions, Measured, layer_cell, network_cell
+from .count_runner import Cell, CellRunner, CountOptions, Measured, layer_cell, network_cells
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson, save_figure
 from .insn_count import installed_qemu_version, run_counted
@@ -74,9 +74,10 @@ def distinct_shapes(network: str, batch: int) -> list[ConvShape]:
 
 
 def count_network(runner: CellRunner, results: dict[str, Any], shape_counts: dict[ConvShape, dict[str, Measured]],
-                  models: Path, network: str, batch: int, per_layer: bool, log_path: Path) -> Cell:
+                  models: Path, network: str, batch: int, per_layer: bool, log_path: Path) -> list[Cell]:
     """One network at one batch size: its layers (per_layer; into shape_counts and results["layers"]),
-    then the network under each policy, auto pinned to the layers' choices (results["networks"])."""
+    then the network under each policy, auto pinned to the layers' choices (results["networks"]),
+    one cell per policy (network_cells), auto's given to the workers first: it alone waited for the layers."""
     flops = network_flops_per_image(network)
     layers = conv_layers(network, batch)
     choices: dict[ConvShape, str] = {}
@@ -88,31 +89,33 @@ def count_network(runner: CellRunner, results: dict[str, Any], shape_counts: dic
             choices[layer.shape] = auto_choice(per_choice)
             results["layers"].append(layer_row(layer, shape_counts[layer.shape], choices[layer.shape]))
     pins = [(shape, choice) for shape, choice in choices.items() if nnpack_rejects(shape) is None]
-    cell = network_cell(models, network, batch, tuning_table(pins) if per_layer else None)
-    measured = runner.measure(cell)
+    cells = network_cells(models, network, batch, tuning_table(pins) if per_layer else None)
+    runner.start(reversed(cells))
     row: dict[str, Any] = {"network": network, "batch": batch, "flops_per_image": flops,
-                           "insns_per_image": {}, "flop_per_insn": {}, "forks": {}}
-    for variant in cell.variants:
-        m = measured[variant.name]
+                           "insns_per_image": {}, "flop_per_insn": {}, "forks": {}, "cell_seconds": {}}
+    for cell in cells:
+        (variant,) = cell.variants
+        m = runner.measure(cell)[variant.name]
         want = expected_network_calls(layers, variant.policy, choices)
         got = m.record.get("nnpack_conv_calls_per_pass")
         if got != want:
-            raise VerificationError(f"{cell.label}: {variant.name}: NNPACK ran {got} convolutions per pass, "
+            raise VerificationError(f"{network} batch {batch}: {variant.name}: NNPACK ran {got} convolutions per pass, "
                                     f"expected {want}", log_path=log_path)
         if variant.policy == "auto":  # a transform over the memory budget runs the algorithm without one
             wanted = sum(1 for layer in layers if choices[layer.shape].endswith(" precompute"))
             row["transforms"] = {"pinned": wanted, "held": m.record.get("transforms")}
             if (m.record.get("transforms") or 0) < wanted:
-                log.warn(f"{cell.label}: {wanted} layers are pinned to a precomputed transform, "
+                log.warn(f"{network} batch {batch}: {wanted} layers are pinned to a precomputed transform, "
                          f"{m.record.get('transforms')} hold one (memory budget)")
         row["insns_per_image"][variant.name] = m.insns_per_image
         row["flop_per_insn"][variant.name] = flop_per_insn(flops, m.insns_per_image)
         row["forks"][variant.name] = fork_json(m)
-    row["seconds"] = runner.run_cell(cell)["seconds"]
+        row["cell_seconds"][variant.name] = runner.run_cell(cell)["seconds"]
+    row["seconds"] = round(sum(row["cell_seconds"].values()), 1)  # counting time, not wall time (cells overlap)
     if per_layer:
         row["auto_choices"] = {layer.name: choices[layer.shape] for layer in layers}
     results["networks"].append(row)
-    return cell
+    return cells
 
 
 def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wheel: Path, wheel_sha256: str,
@@ -137,20 +140,23 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     shape_counts: dict[ConvShape, dict[str, Measured]] = {}
-    network_cells: list[Cell] = []
+    counted_networks: list[Cell] = []
     saved = ResultsJson(bench_dir, f"count-{target.name}")
     with runner.parallel():
         for index, network in enumerate(options.networks):
             if options.layers:  # this network's layer cells and the next's, for the workers (CountOptions.jobs)
                 runner.prefetch(layer_cell(shape, budget_bytes=options.budget_bytes) for name in options.networks[index:index + 2]
                                 for batch in options.batches for shape in distinct_shapes(name, batch))
+            # then its never and always cells, which need no layer counts (auto's goes first when its layers are done)
+            runner.prefetch(cell for batch in options.batches for cell in network_cells(models, network, batch))
             for batch in options.batches:
-                network_cells.append(count_network(runner, results, shape_counts, models, network, batch,
-                                                   options.layers, log_path))
+                counted_networks.extend(count_network(runner, results, shape_counts, models, network, batch,
+                                                      options.layers, log_path))
                 results["shapes"] = shapes_json(runner, shape_counts)
                 saved.save_partial(results)
-    cells = [cell for cell in [*network_cells, *(layer_cell(shape, budget_bytes=options.budget_bytes)
-                                                 for shape in shape_counts)] if len(cell.variants) > 1]
+    cells = [cell for cell in [*counted_networks, *(layer_cell(shape, budget_bytes=options.budget_bytes)
+                                                    for shape in shape_counts)]
+             if any(variant.policy != "never" for variant in cell.variants)]
     if cells:  # the quickest with NNPACK in it (a layer NNPACK cannot run has only MXNet's variant)
         results["repeat"] = repeat_check(runner, min(cells, key=lambda cell: runner.run_cell(cell)["seconds"]))
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

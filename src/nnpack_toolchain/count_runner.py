@@ -1,8 +1,9 @@
 """Running the cells of `invoke bench --count` under QEMU's insn plugin (insn_count.py).
 
-A cell (target_scripts/count_cell.py: a network or a single Convolution layer at one batch size,
-bound once with fixed-seed random weights) runs in one process and tries its variants (MXNet's own
-code, NNPACK always, each pinned NNPACK choice) one by one in forked children; each child warms
+A cell (target_scripts/count_cell.py: a network under one policy, or a single Convolution layer at
+one batch size, bound once with fixed-seed random weights) runs in one process and tries its
+variants (a layer's: MXNet's own code, NNPACK always, each pinned NNPACK choice; a network's: one,
+network_cells) one by one in forked children; each child warms
 up and forks grandchildren doing K1, K2, K1, K2 counted passes (after one uncounted fork). A
 fork's total includes everything before it, so start-up, binding and warm-up cancel exactly:
 importing mxnet alone is about 6e9 instructions whose count varies by some 1e5 run to run, more
@@ -245,6 +246,13 @@ class CellRunner:
                     queued.add(key)
             self._top_up()
 
+    def start(self, cells: Iterable[Cell]) -> None:
+        """Give the cells not yet counted to the workers now, in this order and ahead of the prefetched
+        ones, without waiting: the cells the run asks for next (a network's variants); no-op outside
+        parallel()."""
+        for cell in cells:
+            self._submit(cell, self.key(cell))
+
     def _top_up(self) -> None:
         """Give the pool backlog cells while fewer than `jobs` are running or waiting (under _lock)."""
         while self._pool is not None and not self._stopping.is_set() and self._backlog and \
@@ -392,10 +400,15 @@ def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None,
                 [choice_variant(shape, name) for name in names], shape.flops_per_image * shape.batch)
 
 
-def network_cell(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> Cell:
-    """never and always, and auto with the `auto` table when given."""
+def network_cells(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> list[Cell]:
+    """never and always, and auto with the `auto` table when given: one cell per variant. A network's
+    variants are the run's longest cells (VGG-16 at batch 8 on armv7: some 300 G guest instructions
+    each), and a cell runs in one process: apart, two workers count two of them at once, and never
+    and always (which need no layer counts) can start before the layers are done. The counts are the
+    same either way: each variant's come from its own forks (start-up and binding cancel)."""
     variants = [Variant(MXNET, "never"), Variant(ALWAYS, "always")]
     if auto is not None:
         variants.append(Variant(AUTO, "auto", auto))
-    return Cell(f"{network} batch {batch}", ["--models", str(models), "--network", network, "--batch", str(batch)],
-                batch, variants, network_flops_per_image(network) * batch)
+    args = ["--models", str(models), "--network", network, "--batch", str(batch)]
+    return [Cell(f"{network} batch {batch}, {variant.name}", args, batch, [variant],
+                 network_flops_per_image(network) * batch) for variant in variants]
