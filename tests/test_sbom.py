@@ -19,7 +19,9 @@ from cyclonedx.validation.json import JsonStrictValidator
 from nnpack_toolchain import files
 from nnpack_toolchain.sbom import SbomError, build_sbom, sbom_path, write_sbom
 from nnpack_toolchain.settings import PATCHES_DIR, PROJECT_ROOT, RECIPES_DIR
+from nnpack_toolchain.errors import SourceError
 from nnpack_toolchain.sources import SourceCache, load_pins, pins_for_backend, sha256_of
+from nnpack_toolchain.sysroot import DebPackage, unpacked_packages
 from nnpack_toolchain.targets import parse_target
 
 BUNDLED = [
@@ -301,3 +303,43 @@ def test_failed_write_leaves_old_file_and_no_partial_file(document: dict, tmp_pa
         write_sbom(path, document)
     assert path.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["x.cdx.json"]
+
+
+def test_bundled_libraries_carry_the_exact_debian_version_of_the_package_they_came_from(tmp_path: Path) -> None:
+    """Session 19: the SBOM said openblas 0.3.13 (from the library's file name), while the wheel bundles
+    Debian's 0.3.13+ds-3+deb11u1 (with Debian's fixes: a scanner matches advisories against the Debian
+    version, and deb11u1 carries one, an AVX512 DGEMM fix, per its changelog); and nothing said which
+    package versions a wheel was made from, though two machines' wheels of the same inputs differed.
+    The packages come from the sysroot's and the compilers' `.complete` lists, as apt named the files."""
+    sysroot, compilers = tmp_path / "sysroot", tmp_path / "compilers"
+    for root, debs in ((sysroot, ["libc6_2.31-13+deb11u11_arm64.deb", "libcrypt1_1%3a4.4.18-4_arm64.deb",
+                                  "libgfortran5_10.2.1-6_arm64.deb", "libgomp1_10.2.1-6_arm64.deb",
+                                  "libopenblas-pthread-dev_0.3.13+ds-3+deb11u1_arm64.deb",
+                                  "libopenblas0-pthread_0.3.13+ds-3+deb11u1_arm64.deb"]),
+                       (compilers, ["g++-10-aarch64-linux-gnu_10.2.1-6cross1_amd64.deb",
+                                    "libc6-dev-arm64-cross_2.31-9cross4_all.deb"])):
+        root.mkdir()
+        (root / ".complete").write_text("\n".join(debs) + "\n")
+    packages = unpacked_packages(sysroot)
+    assert DebPackage("libcrypt1", "1:4.4.18-4", "arm64") in packages  # the epoch, unquoted
+    assert unpacked_packages(tmp_path / "nowhere") == []
+    nnpack, mxnet = results("arm64")
+    bundled = [("libopenblasp-r0-bf698de3.3.13.so", "a" * 64), ("libgfortran-3f9e4f43.so.5.0.0", "b" * 64),
+               ("libgomp-d199903e.so.1.0.0", "c" * 64)]
+    doc = build_sbom("arm64", wheel_path=None, nnpack_result=nnpack, mxnet_result=mxnet, bundled_libraries=bundled,
+                     sysroot_packages=packages, compiler_packages=unpacked_packages(compilers))
+    components = by_ref(doc)
+    assert components["openblas"]["version"] == "0.3.13+ds-3+deb11u1"
+    assert components["openblas"]["purl"] == \
+        "pkg:deb/debian/libopenblas0-pthread@0.3.13%2Bds-3%2Bdeb11u1?arch=arm64&distro=bullseye"
+    gfortran = components["bundled:libgfortran-3f9e4f43.so.5.0.0"]
+    assert gfortran["version"] == "10.2.1-6" and gfortran["purl"].startswith("pkg:deb/debian/libgfortran5@10.2.1-6")
+    assert components["bundled:libgomp-d199903e.so.1.0.0"]["version"] == "10.2.1-6"
+    properties = {p["name"]: p["value"] for p in doc["properties"]}
+    assert properties["nntc:sysroot-packages"].split()[:2] == ["libc6=2.31-13+deb11u11", "libcrypt1=1:4.4.18-4"]
+    assert properties["nntc:compiler-packages"] == \
+        "g++-10-aarch64-linux-gnu=10.2.1-6cross1 libc6-dev-arm64-cross=2.31-9cross4"
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc)) is None
+    (sysroot / ".complete").write_text("libc6.deb\n")
+    with pytest.raises(SourceError, match=r"'libc6\.deb' is not a \.deb file name .*delete .*sysroot and rerun"):
+        unpacked_packages(sysroot)

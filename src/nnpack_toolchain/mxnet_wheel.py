@@ -88,6 +88,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     from .configure import BUILD_SYSROOT_PACKAGES
     from .mxnet import RESULT_FILE as MXNET_RESULT_FILE, MxnetResult, mxnet_pin
     from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE, NnpackResult
+    from .compilers import compilers_for
     from .sysroot import build_sysroot
 
     out_dir = settings.output_dir(target.name)
@@ -134,7 +135,8 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             os.replace(result.wheel, final)
         result.wheel = str(final)
         result.inputs_digest = digest
-        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution))
+        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution, sysroot,
+                                           compilers_for(target, settings).root))
         result.save(result_path)
         step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}" + (
             f"; executable-stack request cleared in {', '.join(Path(n).name for n in result.execstack_cleared)}"
@@ -193,15 +195,19 @@ def bundled_libraries(wheel: Path) -> list[tuple[str, str]]:
 
 
 def write_wheel_sbom(target: Target, wheel: Path, nnpack: "NnpackResult", mxnet: "MxnetResult",
-                     distribution: Distribution) -> Path:
-    """The CycloneDX SBOM next to the wheel (<wheel name>.cdx.json)."""
+                     distribution: Distribution, sysroot: Path | None = None, compilers: Path | None = None) -> Path:
+    """The CycloneDX SBOM next to the wheel (<wheel name>.cdx.json), with the Debian packages of the
+    target sysroot and compilers directory that made it."""
     from .sbom import build_sbom, sbom_path, write_sbom
+    from .sysroot import unpacked_packages
 
     for old in wheel.parent.glob("*.cdx.json"):
         if old.name != sbom_path(wheel).name:
             old.unlink()
     document = build_sbom(target.name, wheel_path=wheel, nnpack_result=asdict(nnpack), mxnet_result=asdict(mxnet),
-                          bundled_libraries=bundled_libraries(wheel), distribution=distribution)
+                          bundled_libraries=bundled_libraries(wheel), distribution=distribution,
+                          sysroot_packages=unpacked_packages(sysroot) if sysroot else (),
+                          compiler_packages=unpacked_packages(compilers) if compilers else ())
     return write_sbom(sbom_path(wheel), document)
 
 

@@ -38,7 +38,7 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +51,7 @@ from .files import atomic_write_text
 from .settings import PROJECT_ROOT, source_date_epoch
 from .sources import GITHUB_ARCHIVE, Mirror, Pin, load_pins, sha256_of
 from .distros import DEFAULT_BUILD, DISTRIBUTIONS, Distribution
+from .sysroot import DebPackage
 from .targets import parse_target
 
 SPEC_VERSION = "1.6"
@@ -68,6 +69,17 @@ BUNDLED_LIBRARY_KINDS: tuple[tuple[str, str, str], ...] = (
     (r"quadmath", "gcc", "LGPL-2.1-or-later"),
 )
 """Target libraries that are not pinned packages, by the name auditwheel gives them."""
+BUNDLED_DEBIAN_PACKAGES: tuple[tuple[str, str], ...] = (
+    # (pattern on the library's base name as above, pattern on the Debian binary package that ships it)
+    (r"openblas.*", r"libopenblas0(-\w+)?"),
+    (r"gfortran", r"libgfortran\d+"),
+    (r"gomp", r"libgomp\d+"),
+    (r"quadmath", r"libquadmath\d+"),
+    (r"gcc_s", r"libgcc-s\d+"),
+    (r"stdc\+\+", r"libstdc\+\+\d+"),
+    (r"atomic", r"libatomic\d+"),
+)
+"""Which of the target sysroot's packages a bundled library came from (its version is the library's)."""
 
 PATCH_TYPES = {"backport": "backport", "cherry-pick": "cherry-pick"}
 """conandata.yml patch_type -> CycloneDX patch type; anything else is "unofficial"."""
@@ -268,9 +280,36 @@ def _source_lines(nnpack_result: Mapping | None, mxnet_result: Mapping | None) -
     return lines
 
 
-def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part]) -> Part:
-    base = re.sub(r"-[0-9a-f]{8}$", "", soname.split(".", 1)[0])
-    stem = base.removeprefix("lib")
+def _library_stem(soname: str) -> str:
+    """libopenblasp-r0-bf698de3.3.13.so -> openblasp-r0: the base name without "lib" and auditwheel's hash."""
+    return re.sub(r"-[0-9a-f]{8}$", "", soname.split(".", 1)[0]).removeprefix("lib")
+
+
+def _debian_package(stem: str, packages: Sequence[DebPackage]) -> DebPackage | None:
+    for library, package in BUNDLED_DEBIAN_PACKAGES:
+        if re.fullmatch(library, stem):
+            return next((p for p in packages if re.fullmatch(package, p.name)), None)
+    return None
+
+
+def _from_debian(part: Part, deb: DebPackage | None, suite: str) -> Part:
+    """The part's version and purl from the Debian package it came from: the exact Debian version
+    (0.3.13+ds-3+deb11u1, not the upstream 0.3.13 of the file name), which Debian's fixes and a
+    scanner's advisories are stated against."""
+    if deb is not None:
+        from packageurl import PackageURL
+
+        purl = PackageURL.from_string(deb.purl)
+        part.version = deb.version
+        part.purl = PackageURL(type=purl.type, namespace=purl.namespace, name=purl.name, version=purl.version,
+                               qualifiers={**purl.qualifiers, "distro": suite}).to_string()
+        part.properties["nntc:debian-package"] = f"{deb.name} {deb.version} {deb.arch}"
+    return part
+
+
+def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part],
+                  packages: Sequence[DebPackage] = (), suite: str = "") -> Part:
+    stem = _library_stem(soname)
     origin = licence = None
     if stem in pins_by_name:
         origin, licence = stem, pins_by_name[stem].licences
@@ -284,15 +323,18 @@ def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part]) ->
                         "sbom.BUNDLED_LIBRARY_KINDS with its origin and licence")
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
         raise SbomError(f"bundled library {soname}: {sha256!r} is not a sha256")
-    return Part(ref=f"bundled:{soname}", name=soname, version=None, licences=licence, kind="file",
+    part = Part(ref=f"bundled:{soname}", name=soname, version=None, licences=licence, kind="file",
                 sha256=sha256, description=f"shared library bundled into the wheel (from {origin})",
                 properties={"nntc:bundled-from": origin})
+    return _from_debian(part, _debian_package(stem, packages), suite)
 
 
-def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: str) -> Part:
+def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: str,
+                   packages: Sequence[DebPackage] = ()) -> Part:
     from packageurl import PackageURL
 
     target = parse_target(target_name)
+    bundled = list(bundled)
     version = None
     for soname, _ in bundled:
         match = re.match(r"libopenblas\w*-r(\d+)(?:-[0-9a-f]{8})?\.(\d+(?:\.\d+)*)\.so", soname)
@@ -300,17 +342,21 @@ def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: 
             version = f"{match.group(1)}.{match.group(2)}"
     purl = PackageURL(type="deb", namespace="debian", name="openblas", version=version,
                       qualifiers={"distro": suite, "arch": target.debian_arch}).to_string()
-    return Part(ref=OPENBLAS_REF, name="openblas", version=version, licences=("BSD-3-Clause",), purl=purl,
+    part = Part(ref=OPENBLAS_REF, name="openblas", version=version, licences=("BSD-3-Clause",), purl=purl,
                 description=f"OpenBLAS (pthread variant) from Debian {suite} {target.debian_arch}, "
                             "linked by MXNet",
                 references=[("website", "https://www.openblas.net/", None, "homepage")],
                 properties={"nntc:stage": "sysroot"})
+    deb = next((_debian_package(_library_stem(soname), packages) for soname, _ in bundled
+                if _library_stem(soname).startswith("openblas")), None)
+    return _from_debian(part, deb, suite)
 
 
 def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | None,
                   mxnet_result: Mapping | None, bundled_libraries: Iterable[tuple[str, str]],
-                  pins: Mapping[str, Pin], suite: str) -> list[Part]:
-    """Every component with its scope and edges; the wheel's direct dependencies come first."""
+                  pins: Mapping[str, Pin], suite: str, sysroot_packages: Sequence[DebPackage] = ()) -> list[Part]:
+    """Every component with its scope and edges; the wheel's direct dependencies come first.
+    sysroot_packages: the target sysroot's packages, which auditwheel took the bundled libraries from."""
     used = [p for p in pins.values() if p.stage == "mxnet" or p.only_for_backend in (None, backend)]
     by_name = {p.name: p for p in used}
     if "mxnet" not in by_name or "nnpack" not in by_name:
@@ -365,7 +411,7 @@ def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | No
                         f"{by_name['nnpack'].reference}: rebuild NNPACK before writing the SBOM")
 
     bundled = list(bundled_libraries)
-    openblas = _openblas_part(target_name, bundled, suite)
+    openblas = _openblas_part(target_name, bundled, suite, sysroot_packages)
     parts["mxnet"].depends_on.append(OPENBLAS_REF)
     extra = [openblas]
     seen: set[str] = set()
@@ -373,7 +419,7 @@ def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | No
         if soname in seen:
             raise SbomError(f"bundled library {soname} is listed twice")
         seen.add(soname)
-        extra.append(_bundled_part(soname, sha, parts))
+        extra.append(_bundled_part(soname, sha, parts, sysroot_packages, suite))
     return [*parts.values(), *extra]
 
 
@@ -489,7 +535,8 @@ def _wheel_component(target_name: str, backend: str, wheel_path: Path | None, mx
 def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict | None,
                mxnet_result: dict | None, bundled_libraries: Iterable[tuple[str, str]] = (),
                pins: Mapping[str, Pin] | None = None,
-               distribution: Distribution = DISTRIBUTIONS[DEFAULT_BUILD]) -> dict:
+               distribution: Distribution = DISTRIBUTIONS[DEFAULT_BUILD],
+               sysroot_packages: Sequence[DebPackage] = (), compiler_packages: Sequence[DebPackage] = ()) -> dict:
     """The CycloneDX 1.6 document (as JSON data) describing the wheel of target_name.
 
     wheel_path: the finished wheel (its name gives the version, its bytes the hash); None before
@@ -498,6 +545,10 @@ def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict
     bundled_libraries: (file name, sha256) of each library in the wheel besides libmxnet.so
     (auditwheel's grafts, libnnpack.so if copied in). pins: load_pins() unless given (tests).
     distribution: the base distribution whose compilers and libraries built it.
+    sysroot_packages / compiler_packages: the Debian packages (sysroot.unpacked_packages) of the target
+    sysroot the wheel's libraries were linked against and bundled from, and of the compilers: the
+    bundled libraries get their package's exact version and purl, and both lists are properties
+    (`nntc:sysroot-packages`, `nntc:compiler-packages`), so two wheels' inputs can be compared.
     """
     from cyclonedx.model import Property
     from cyclonedx.model.bom import Bom
@@ -514,7 +565,8 @@ def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict
     if mxnet_result and mxnet_result.get("target") not in (None, target.name):
         raise SbomError(f"MXNet result is for {mxnet_result['target']}, not {target.name}")
     parts = collect_parts(target.name, backend=backend, nnpack_result=nnpack_result, mxnet_result=mxnet_result,
-                          bundled_libraries=bundled_libraries, pins=pins, suite=distribution.suite)
+                          bundled_libraries=bundled_libraries, pins=pins, suite=distribution.suite,
+                          sysroot_packages=sysroot_packages)
 
     wheel = _wheel_component(target.name, backend, wheel_path, pins["mxnet"], nnpack_result, mxnet_result)
     components = {part.ref: _component(part) for part in parts}
@@ -522,7 +574,11 @@ def build_sbom(target_name: str, *, wheel_path: Path | None, nnpack_result: dict
               properties=[Property(name="nntc:spec", value=f"CycloneDX {SPEC_VERSION}"),
                           Property(name="nntc:base-distribution",
                                    value=f"Debian {distribution.suite} ({distribution.name}), GCC {distribution.gcc}, "
-                                         f"glibc {distribution.glibc}, {distribution.manylinux}")])
+                                         f"glibc {distribution.glibc}, {distribution.manylinux}"),
+                          *(Property(name=f"nntc:{kind}-packages",
+                                     value=" ".join(f"{p.name}={p.version}" for p in sorted(packages, key=lambda p: p.name)))
+                            for kind, packages in (("sysroot", sysroot_packages), ("compiler", compiler_packages))
+                            if packages)])
     bom.metadata.component = wheel
     bom.metadata.timestamp = _timestamp().replace(microsecond=0)
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="nnpack-toolchain",

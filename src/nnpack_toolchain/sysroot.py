@@ -18,6 +18,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import log
@@ -27,6 +29,41 @@ from .settings import Settings
 from .sources import DEBIAN_KEYRING, private_apt_config, system_debian_mirror
 from .targets import Target
 
+
+
+@dataclass(frozen=True)
+class DebPackage:
+    """A Debian package unpacked into a sysroot or a compilers directory, as apt downloaded it."""
+
+    name: str
+    version: str
+    arch: str
+
+    @property
+    def purl(self) -> str:
+        from packageurl import PackageURL
+
+        return PackageURL(type="deb", namespace="debian", name=self.name, version=self.version,
+                          qualifiers={"arch": self.arch}).to_string()
+
+
+def unpacked_packages(root: Path) -> list[DebPackage]:
+    """The packages unpacked into `root` (a sysroot, a compilers directory), from its `.complete` list of
+    .deb file names, name_version_arch.deb with apt's URL-quoting (an epoch's colon is %3a). These
+    are whatever Debian served when the directory was made: the versions say what a build used
+    (two machines' wheels differ when their downloads did). Empty when `root` is not complete."""
+    marker = root / ".complete"
+    if not marker.is_file():
+        return []
+    packages = []
+    for line in marker.read_text().split():
+        parts = line.removesuffix(".deb").split("_")
+        if len(parts) != 3 or not line.endswith(".deb"):
+            raise SourceError(f"{marker}: {line!r} is not a .deb file name (name_version_arch.deb); "
+                              f"delete {root} and rerun to unpack it again")
+        name, version, arch = (urllib.parse.unquote(part) for part in parts)
+        packages.append(DebPackage(name, version, arch))
+    return packages
 
 
 class SysrootPackageError(SourceError):
