@@ -265,6 +265,26 @@ def test_mxnet_wheel_is_reproducible(tmp_path: Path) -> None:
     assert shas[0] == shas[1]
 
 
+@pytest.mark.mxnet_build
+def test_an_up_to_date_wheel_gets_the_sbom_this_toolchain_writes(tmp_path: Path) -> None:
+    """Session 19: the SBOM came only with a new wheel, so a toolchain that describes a wheel better (the Debian
+    packages' exact versions) left every existing wheel's SBOM as it was until MXNet was rebuilt."""
+    from nnpack_toolchain.mxnet_wheel import build_mxnet_wheel
+
+    name = next((n for n in TARGETS if (MXNET_BUILD_HOME / "out" / n / "mxnet-result.json").is_file()), "x86_64")
+    settings = home_with_build(name, tmp_path / "home")
+    first = build_mxnet_wheel(TARGETS[name], settings)
+    sbom = Path(first.sbom)
+    written = sbom.read_text()
+    document = json.loads(written)
+    assert any(p["name"] == "nntc:sysroot-packages" for p in document["properties"])
+    document["properties"] = [p for p in document["properties"] if not p["name"].endswith("-packages")]
+    sbom.write_text(json.dumps(document))  # what an older toolchain wrote
+    again = build_mxnet_wheel(TARGETS[name], settings)
+    assert again.up_to_date and again.wheel_sha256 == first.wheel_sha256  # not rebuilt
+    assert Path(again.sbom) == sbom and sbom.read_text() == written
+
+
 LOCK_HOLDER = """\
 import sys
 from pathlib import Path

@@ -332,6 +332,8 @@ def test_bundled_libraries_carry_the_exact_debian_version_of_the_package_they_ca
     assert components["openblas"]["version"] == "0.3.13+ds-3+deb11u1"
     assert components["openblas"]["purl"] == \
         "pkg:deb/debian/libopenblas0-pthread@0.3.13%2Bds-3%2Bdeb11u1?arch=arm64&distro=bullseye"
+    openblas_file = components["bundled:libopenblasp-r0-bf698de3.3.13.so"]  # the file: the version, not the purl
+    assert openblas_file["version"] == "0.3.13+ds-3+deb11u1" and "purl" not in openblas_file
     gfortran = components["bundled:libgfortran-3f9e4f43.so.5.0.0"]
     assert gfortran["version"] == "10.2.1-6" and gfortran["purl"].startswith("pkg:deb/debian/libgfortran5@10.2.1-6")
     assert components["bundled:libgomp-d199903e.so.1.0.0"]["version"] == "10.2.1-6"

@@ -144,11 +144,14 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     saved = ResultsJson(bench_dir, f"count-{target.name}")
     with runner.parallel():
         for index, network in enumerate(options.networks):
-            if options.layers:  # this network's layer cells and the next's, for the workers (CountOptions.jobs)
-                runner.prefetch(layer_cell(shape, budget_bytes=options.budget_bytes) for name in options.networks[index:index + 2]
-                                for batch in options.batches for shape in distinct_shapes(name, batch))
-            # then its never and always cells, which need no layer counts (auto's goes first when its layers are done)
-            runner.prefetch(cell for batch in options.batches for cell in network_cells(models, network, batch))
+            # for the workers (CountOptions.jobs): this network's layer cells, its never and always cells (which
+            # need no layer counts; auto's goes first once its layers are counted), then the next network's layers
+            for name in options.networks[index:index + 2]:
+                if options.layers:
+                    runner.prefetch(layer_cell(shape, budget_bytes=options.budget_bytes)
+                                    for batch in options.batches for shape in distinct_shapes(name, batch))
+                if name == network:
+                    runner.prefetch(cell for batch in options.batches for cell in network_cells(models, network, batch))
             for batch in options.batches:
                 counted_networks.extend(count_network(runner, results, shape_counts, models, network, batch,
                                                       options.layers, log_path))

@@ -89,7 +89,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     from .mxnet import RESULT_FILE as MXNET_RESULT_FILE, MxnetResult, mxnet_pin
     from .nnpack import RESULT_FILE as NNPACK_RESULT_FILE, NnpackResult
     from .compilers import compilers_for
-    from .sysroot import build_sysroot
+    from .sysroot import build_sysroot, sysroot_dir
 
     out_dir = settings.output_dir(target.name)
     mxnet_result_path = out_dir / MXNET_RESULT_FILE
@@ -117,6 +117,10 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             if (previous.inputs_digest == digest and wheel.is_file() and sha256_of(wheel) == previous.wheel_sha256
                     and Path(previous.sbom).is_file()):
                 previous.up_to_date = True
+                # the SBOM again (a second; the same bytes unless this toolchain describes the wheel better)
+                sysroot = sysroot_dir(settings, target, BUILD_SYSROOT_PACKAGES, settings.distribution.suite)
+                previous.sbom = str(write_wheel_sbom(target, wheel, nnpack, mxnet, settings.distribution, sysroot,
+                                                     compilers_for(target, settings).root))
                 step.note = "up to date"
                 return previous
         sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)

@@ -292,11 +292,15 @@ def _debian_package(stem: str, packages: Sequence[DebPackage]) -> DebPackage | N
     return None
 
 
-def _from_debian(part: Part, deb: DebPackage | None, suite: str) -> Part:
+def _from_debian(part: Part, deb: DebPackage | None, suite: str, purl: bool = True) -> Part:
     """The part's version and purl from the Debian package it came from: the exact Debian version
     (0.3.13+ds-3+deb11u1, not the upstream 0.3.13 of the file name), which Debian's fixes and a
-    scanner's advisories are stated against."""
-    if deb is not None:
+    scanner's advisories are stated against. purl=False: the package has a component of its own
+    (OpenBLAS), which alone carries its purl (scanners key components by purl)."""
+    if deb is not None and not purl:
+        part.version = deb.version
+        part.properties["nntc:debian-package"] = f"{deb.name} {deb.version} {deb.arch}"
+    elif deb is not None:
         from packageurl import PackageURL
 
         purl = PackageURL.from_string(deb.purl)
@@ -326,7 +330,7 @@ def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part],
     part = Part(ref=f"bundled:{soname}", name=soname, version=None, licences=licence, kind="file",
                 sha256=sha256, description=f"shared library bundled into the wheel (from {origin})",
                 properties={"nntc:bundled-from": origin})
-    return _from_debian(part, _debian_package(stem, packages), suite)
+    return _from_debian(part, _debian_package(stem, packages), suite, purl=origin != OPENBLAS_REF)
 
 
 def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: str,
