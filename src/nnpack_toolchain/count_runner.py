@@ -402,8 +402,8 @@ def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None,
 
 def network_cells(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> list[Cell]:
     """never and always, and auto with the `auto` table when given: one cell per variant. A network's
-    variants are the run's longest cells (VGG-16 at batch 8 on armv7: some 300 G guest instructions
-    each), and a cell runs in one process: apart, two workers count two of them at once, and never
+    variants are the run's longest cells (VGG-16 at batch 8 on armv7: some 765 G guest instructions
+    for MXNet's, 90 G for always's, from batch 1's per-image counts), and a cell runs in one process: apart, two workers count two of them at once, and never
     and always (which need no layer counts) can start before the layers are done. The counts are the
     same either way: each variant's come from its own forks (start-up and binding cancel)."""
     variants = [Variant(MXNET, "never"), Variant(ALWAYS, "always")]
