@@ -92,6 +92,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
     from .sysroot import build_sysroot, sysroot_dir
 
     out_dir = settings.output_dir(target.name)
+    compilers = compilers_for(target, settings).root  # for the SBOM: the packages of both directories
     mxnet_result_path = out_dir / MXNET_RESULT_FILE
     nnpack_result_path = out_dir / NNPACK_RESULT_FILE
     if not mxnet_result_path.is_file() or not nnpack_result_path.is_file():
@@ -120,7 +121,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
                 # the SBOM again (a second; the same bytes unless this toolchain describes the wheel better)
                 sysroot = sysroot_dir(settings, target, BUILD_SYSROOT_PACKAGES, settings.distribution.suite)
                 previous.sbom = str(write_wheel_sbom(target, wheel, nnpack, mxnet, settings.distribution, sysroot,
-                                                     compilers_for(target, settings).root))
+                                                     compilers))
                 step.note = "up to date"
                 return previous
         sysroot = build_sysroot(target, settings, BUILD_SYSROOT_PACKAGES)
@@ -139,8 +140,7 @@ def build_mxnet_wheel(target: Target, settings: Settings) -> WheelResult:
             os.replace(result.wheel, final)
         result.wheel = str(final)
         result.inputs_digest = digest
-        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution, sysroot,
-                                           compilers_for(target, settings).root))
+        result.sbom = str(write_wheel_sbom(target, final, nnpack, mxnet, settings.distribution, sysroot, compilers))
         result.save(result_path)
         step.note = f"{final.name}, {result.wheel_size} bytes, {result.manylinux_floor}" + (
             f"; executable-stack request cleared in {', '.join(Path(n).name for n in result.execstack_cleared)}"

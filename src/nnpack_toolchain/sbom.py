@@ -297,17 +297,11 @@ def _from_debian(part: Part, deb: DebPackage | None, suite: str, purl: bool = Tr
     (0.3.13+ds-3+deb11u1, not the upstream 0.3.13 of the file name), which Debian's fixes and a
     scanner's advisories are stated against. purl=False: the package has a component of its own
     (OpenBLAS), which alone carries its purl (scanners key components by purl)."""
-    if deb is not None and not purl:
+    if deb is not None:
         part.version = deb.version
         part.properties["nntc:debian-package"] = f"{deb.name} {deb.version} {deb.arch}"
-    elif deb is not None:
-        from packageurl import PackageURL
-
-        purl = PackageURL.from_string(deb.purl)
-        part.version = deb.version
-        part.purl = PackageURL(type=purl.type, namespace=purl.namespace, name=purl.name, version=purl.version,
-                               qualifiers={**purl.qualifiers, "distro": suite}).to_string()
-        part.properties["nntc:debian-package"] = f"{deb.name} {deb.version} {deb.arch}"
+        if purl:
+            part.purl = deb.purl(suite)
     return part
 
 
@@ -338,7 +332,6 @@ def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: 
     from packageurl import PackageURL
 
     target = parse_target(target_name)
-    bundled = list(bundled)
     version = None
     for soname, _ in bundled:
         match = re.match(r"libopenblas\w*-r(\d+)(?:-[0-9a-f]{8})?\.(\d+(?:\.\d+)*)\.so", soname)
@@ -351,9 +344,7 @@ def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: 
                             "linked by MXNet",
                 references=[("website", "https://www.openblas.net/", None, "homepage")],
                 properties={"nntc:stage": "sysroot"})
-    deb = next((_debian_package(_library_stem(soname), packages) for soname, _ in bundled
-                if _library_stem(soname).startswith("openblas")), None)
-    return _from_debian(part, deb, suite)
+    return _from_debian(part, _debian_package("openblas", packages), suite)
 
 
 def collect_parts(target_name: str, *, backend: str, nnpack_result: Mapping | None,

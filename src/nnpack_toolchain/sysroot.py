@@ -39,12 +39,11 @@ class DebPackage:
     version: str
     arch: str
 
-    @property
-    def purl(self) -> str:
+    def purl(self, distro: str) -> str:
         from packageurl import PackageURL
 
         return PackageURL(type="deb", namespace="debian", name=self.name, version=self.version,
-                          qualifiers={"arch": self.arch}).to_string()
+                          qualifiers={"arch": self.arch, "distro": distro}).to_string()
 
 
 def unpacked_packages(root: Path) -> list[DebPackage]:
