@@ -389,6 +389,7 @@ class FakeQemu:
             totals.append(total + 5 * BETWEEN + 999)
             lines.append("RESULT " + json.dumps({"kind": "count", "variant": variant["name"],
                                                  "nnpack_conv_calls_per_pass": calls, "transforms": transforms,
+                                                 "warmup": int(args[args.index("--warmup") + 1]),
                                                  "memory_budget_bytes": self.budget,
                                                  "workspace_bytes": self.workspace if calls else 0}))
         totals.append(total + 777)
@@ -938,3 +939,31 @@ def test_a_networks_never_and_always_cells_go_before_the_next_networks_layers(tm
         {spec(shape) for shape in bench_count.distinct_shapes("alexnet", 1)}
     first_resnet_layer = min(order.index(cell) for cell in resnet_only)
     assert order.index("alexnet MXNet") < first_resnet_layer and order.index("alexnet NNPACK always") < first_resnet_layer
+    # session 20, longest first: a network's never and always cells (VGG-16's MXNet cell at batch 8 on armv7: 2.4 h,
+    # more than all its layer cells on one worker) start before its layers, so the longest does not start last
+    assert sorted(order[:2]) == ["alexnet MXNet", "alexnet NNPACK always"], order[:3]
+    assert order.index("resnet18 MXNet") < first_resnet_layer
+
+
+def test_a_networks_mxnet_cell_warms_up_once_every_other_cell_twice(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 20: MXNet's own code builds no kernel transform (the reason for a second warm-up pass), so its
+    network cell, the run's longest, warms up once; a layer cell's MXNet variant shares its cell's two."""
+    monkeypatch.setattr(bench_count, "installed_qemu_version", lambda: "1:7.2+test")
+    warmups: dict[str, set[str]] = {}
+
+    class Recorder(FakeQemu):
+        def __call__(self, argv, settings, **kwargs):
+            args = [str(a) for a in argv]
+            variants = json.loads(Path(args[args.index("--variants") + 1]).read_text()) if "--network" in args else []
+            label = f"network {variants[0]['policy']}" if variants else "layer"
+            warmups.setdefault(label, set()).add(args[args.index("--warmup") + 1])
+            return super().__call__(argv, settings, **kwargs)
+
+    results = bench_count.run_count(TARGETS["arm64"], Settings(home=tmp_path), fake_env(tmp_path), tmp_path / "site",
+                                    Path("mxnet.whl"), "abc", CountOptions(networks=("alexnet",), batches=(1,), jobs=1),
+                                    tmp_path / "bench", tmp_path / "log", Recorder())
+    assert warmups == {"network never": {"1"}, "network always": {"2"}, "network auto": {"2"}, "layer": {"2"}}
+    (row,) = results["networks"]
+    assert {name: forks["warmup"] for name, forks in row["forks"].items()} == {MXNET: 1, ALWAYS: 2, AUTO: 2}
+    assert {forks["warmup"] for shape in results["shapes"] for forks in shape["forks"].values()} == {2}

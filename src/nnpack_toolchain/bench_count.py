@@ -144,14 +144,14 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
     saved = ResultsJson(bench_dir, f"count-{target.name}")
     with runner.parallel():
         for index, network in enumerate(options.networks):
-            # for the workers (CountOptions.jobs): this network's layer cells, its never and always cells (which
-            # need no layer counts; auto's goes first once its layers are counted), then the next network's layers
+            # for the workers (CountOptions.jobs), longest first: this network's never and always cells (a
+            # network's cells are the run's longest, and these two need no layer counts), its layer cells, then
+            # the next network's; auto's cell goes to the next free worker once its layers are counted
             for name in options.networks[index:index + 2]:
+                runner.prefetch(cell for batch in options.batches for cell in network_cells(models, name, batch))
                 if options.layers:
                     runner.prefetch(layer_cell(shape, budget_bytes=options.budget_bytes)
                                     for batch in options.batches for shape in distinct_shapes(name, batch))
-                if name == network:
-                    runner.prefetch(cell for batch in options.batches for cell in network_cells(models, network, batch))
             for batch in options.batches:
                 counted_networks.extend(count_network(runner, results, shape_counts, models, network, batch,
                                                       options.layers, log_path))
@@ -183,7 +183,8 @@ def shapes_json(runner: CellRunner, shape_counts: Mapping[ConvShape, Mapping[str
 
 
 def fork_json(m: Measured) -> dict[str, Any]:
-    return {"passes": list(m.passes), "totals": list(m.totals), "between_forks": m.between_forks, "spread": m.spread}
+    return {"passes": list(m.passes), "totals": list(m.totals), "between_forks": m.between_forks, "spread": m.spread,
+            "warmup": m.record.get("warmup")}
 
 
 def measure_shape(runner: CellRunner, shape: ConvShape) -> dict[str, Measured]:
