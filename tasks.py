@@ -306,7 +306,7 @@ def bench(c, arch="", networks=None, batches=None, iterations=None, threads=None
     from nnpack_toolchain import bench as benchmark
     from nnpack_toolchain import bench_report
     from nnpack_toolchain import bench_count
-    from nnpack_toolchain.count_runner import COUNT_BATCHES, COUNT_NETWORKS
+    from nnpack_toolchain.count_cells import COUNT_BATCHES, COUNT_NETWORKS
 
     if import_:
         bench_report.show_import(Path(import_), arch or None, make_settings(base=base, home=home))

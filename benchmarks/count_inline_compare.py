@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from nnpack_toolchain.count_layers import ALWAYS, MXNET, ConvShape, relative_difference
-from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
+from nnpack_toolchain.count_cells import CountOptions, layer_cell
+from nnpack_toolchain.count_runner import CellRunner
 from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.smoke import current_wheel
 from nnpack_toolchain.target_env import python_env

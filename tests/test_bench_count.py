@@ -17,11 +17,12 @@ import pytest
 from rich.console import Console
 
 from conftest import MXNET_BUILD_HOME
-from nnpack_toolchain import bench_count, count_layers, count_runner
+from nnpack_toolchain import bench_count, count_cells, count_layers, count_runner
 from nnpack_toolchain.count_layers import (ALWAYS, AUTO, MXNET, ConvShape, auto_choice, conv_layers, flop_per_insn,
                                            fork_counts, layer_choices, nnpack_rejects, relative_difference,
                                            tuning_table)
-from nnpack_toolchain.count_runner import CellRunner, CountOptions, layer_cell
+from nnpack_toolchain.count_cells import CountOptions, layer_cell
+from nnpack_toolchain.count_runner import CellRunner
 from nnpack_toolchain.check_model import check_model
 from nnpack_toolchain.check_model_types import ReasonCode
 from nnpack_toolchain.distros import DISTRIBUTIONS
@@ -157,7 +158,7 @@ def test_layer_cells_force_a_choice_by_policy_or_pin() -> None:
                                         "stride": [1, 1], "pad": [1, 1], "no_bias": False}
     depthwise = ConvShape(batch=1, in_c=32, in_h=112, in_w=112, out_c=32, kernel=(3, 3), pad=(1, 1), groups=32)
     assert [v.name for v in layer_cell(depthwise).variants] == [MXNET]  # nothing else can run it
-    assert count_runner.CELL_ENV["MXNET_ENFORCE_DETERMINISM"] == "1"  # pinned auto never times anything
+    assert count_cells.CELL_ENV["MXNET_ENFORCE_DETERMINISM"] == "1"  # pinned auto never times anything
 
 
 def test_layer_records_must_show_the_choice_ran() -> None:
@@ -189,11 +190,11 @@ def test_a_transform_over_the_memory_budget_is_not_a_failed_layer() -> None:
     assert count_layers.transform_bytes(MOBILENET_LAST, "NNPACK implicit-gemm precompute") == 1024 * 512 * 4
     assert count_layers.transform_bytes(MOBILENET_LAST, "NNPACK ft8x8") == 0
     # 512 MiB is over 512 MiB less the 8 MiB reserve: not counted (it would run as plain ft16x16)
-    counted = count_runner.layer_variants(MOBILENET_LAST, 512 * 2**20)
+    counted = count_cells.layer_variants(MOBILENET_LAST, 512 * 2**20)
     assert "NNPACK ft16x16 precompute" not in counted and "NNPACK ft16x16" in counted
     assert "NNPACK ft8x8 precompute" in counted and "NNPACK implicit-gemm precompute" in counted
-    assert "NNPACK ft16x16 precompute" in count_runner.layer_variants(MOBILENET_LAST, 1024 * 2**20)
-    assert "NNPACK ft8x8 precompute" not in count_runner.layer_variants(MOBILENET_LAST, 128 * 2**20)
+    assert "NNPACK ft16x16 precompute" in count_cells.layer_variants(MOBILENET_LAST, 1024 * 2**20)
+    assert "NNPACK ft8x8 precompute" not in count_cells.layer_variants(MOBILENET_LAST, 128 * 2**20)
     # The record of session 12's failed cell: no transform held under the 512 MiB budget. Counted
     # anyway (a larger budget's cell list), it is explained by the budget, not a fault
     record = {"nnpack_conv_calls_per_pass": 1, "transforms": 0, "memory_budget_bytes": 512 * 2**20,

@@ -11,7 +11,7 @@ Under QEMU (ARM targets) timings say nothing about a real board: only correctnes
 
 Results: `<home>/out/<target>/bench/bench.json` and `bench.png` (matplotlib); bench_report.py renders
 the tables (and a board's JSON, `--import FILE`).
-`--count` (bench_count.py with count_runner.py and count_layers.py): instructions per image under
+`--count` (bench_count.py with count_layers.py, count_cells.py and count_runner.py): instructions per image under
 QEMU instead, deterministic, in `count-<target>.json` and two PNG plots.
 """
 

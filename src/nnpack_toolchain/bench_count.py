@@ -1,10 +1,10 @@
 """`invoke bench --count`: deterministic work counts on ARM, guest instructions per image under QEMU.
 
 Timings under QEMU say nothing about a board; instruction counts do say how much work each way of
-running a layer takes, exactly and repeatably. Three modules, data flowing one way:
-count_layers.py (shapes, choices, arithmetic) -> count_runner.py (cells run under QEMU's insn
-plugin, variants forked from one bound process, a resumable cache) -> this module (what to
-count, the checks, the table, JSON and plots).
+running a layer takes, exactly and repeatably. Four modules, data flowing one way:
+count_layers.py (shapes, choices, arithmetic) -> count_cells.py (the options, the cells and their
+variants) -> count_runner.py (cells run under QEMU's insn plugin, variants forked from one bound
+process, a resumable cache) -> this module (what to count, the checks, the table, JSON and plots).
 
 Per network and batch: MXNet's own code (policy never), NNPACK always, and auto with the choice
 per layer shape that has the fewest instructions (from the per-layer counts, pinned with
@@ -38,7 +38,8 @@ from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLER
                            auto_choice, check_layer_record, conv_layers, flop_per_insn, layer_choices,
                            network_flops_per_image, nnpack_rejects, record_over_budget, relative_difference,
                            tuning_table)
-from .count_runner import Cell, CellRunner, CountOptions, Measured, layer_cell, network_cells
+from .count_cells import Cell, CountOptions, layer_cell, network_cells
+from .count_runner import CellRunner, Measured
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson, save_figure
 from .insn_count import installed_qemu_version, run_counted
