@@ -1,4 +1,4 @@
-"""The CycloneDX SBOM written next to each wheel (src/nnpack_toolchain/sbom.py)."""
+"""The CycloneDX SBOM written next to each wheel (src/nnpack_toolchain/sbom.py, sbom_parts.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from nnpack_toolchain import files
-from nnpack_toolchain.sbom import SbomError, build_sbom, sbom_path, write_sbom
+from nnpack_toolchain.sbom import build_sbom, sbom_path, write_sbom
+from nnpack_toolchain.sbom_parts import SbomError
 from nnpack_toolchain.settings import PATCHES_DIR, PROJECT_ROOT, RECIPES_DIR
 from nnpack_toolchain.errors import SourceError
 from nnpack_toolchain.sources import SourceCache, load_pins, pins_for_backend, sha256_of
