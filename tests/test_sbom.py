@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,21 @@ def test_same_inputs_give_the_same_document(tmp_path: Path, monkeypatch: pytest.
                                 bundled_libraries=BUNDLED) for _ in range(2))
     assert first == second
     assert first["metadata"]["timestamp"].startswith("2022-05-10T00:00:00")
+
+
+def test_a_document_written_later_for_the_same_wheel_is_the_same(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 20: without SOURCE_DATE_EPOCH the timestamp was the clock's, so the SBOM of an up-to-date wheel,
+    written again by the wheel step, differed from the one written with the wheel (which had set it)."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    nnpack, mxnet = results()
+    documents = []
+    for now in (1.8e9, 1.9e9):
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        documents.append(build_sbom("x86_64", wheel_path=fake_wheel(tmp_path), nnpack_result=nnpack,
+                                    mxnet_result=mxnet, bundled_libraries=BUNDLED))
+    assert documents[0] == documents[1]
+    assert documents[0]["metadata"]["timestamp"].startswith("2022-05-10T00:00:00")  # MXNet 1.9.1's release, the wheel's
 
 
 def test_write_is_complete_and_parseable(document: dict, tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,11 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .files import atomic_write_text
-from .settings import source_date_epoch
 from .sources import Pin, load_pins, sha256_of
 from .distros import DEFAULT_BUILD, DISTRIBUTIONS, Distribution
 from .sysroot import DebPackage
 from .targets import parse_target
+from .wheel import source_date_epoch
 from .sbom_parts import NON_RECIPE_LICENCES, Part, SbomError, collect_parts
 
 SPEC_VERSION = "1.6"
@@ -51,8 +50,9 @@ ISSUE_TYPES = {"vulnerability": "security", "bugfix": "defect"}
 
 # -- The whole document ------------------------------------------------------------------------------
 def _timestamp() -> datetime:
-    epoch = source_date_epoch(None)
-    return datetime.fromtimestamp(epoch if epoch is not None else time.time(), tz=timezone.utc)
+    """The wheel's time (SOURCE_DATE_EPOCH, else MXNet 1.9.1's release day, as its zip entries), not the
+    clock: an up-to-date wheel's SBOM, written again, is the same bytes."""
+    return datetime.fromtimestamp(source_date_epoch(), tz=timezone.utc)
 
 
 def _toolchain_version() -> str:
