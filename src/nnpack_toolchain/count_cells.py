@@ -24,15 +24,14 @@ from .errors import ConfigurationError
 COUNT_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn", "mobilenet")
 COUNT_BATCHES = (1, 8)
 WARMUP = 2
-"""Passes before the counted ones: the first call of a graph node never builds a kernel transform,
-the second does (patch 0007), so from the third on every pass does the same work."""
-NEVER_NETWORK_WARMUP = 1
-"""Warm-up passes of a network's MXNet cell (policy never): MXNet's own code builds no kernel transform,
-and its first pass makes every allocation a pass makes (temp space, OpenBLAS's buffers), so one does.
-A quarter less work in the run's longest cells (VGG-16 at batch 8 on armv7: some 575 G guest instructions
-instead of 765 G, 2.4 h instead of 3.1 h). Measured on arm64 at batch 8 against two warm-up passes:
-MobileNet, ResNet-18 and AlexNet's MXNet counts per image agree within 1e-5 (README, "How the counts
-are made")."""
+"""Passes before the counted ones where a pass may build a kernel transform: the first call of a graph
+node never builds one, the second does (patch 0007), so from the third on every pass does the same work."""
+SETTLED_WARMUP = 1
+"""Warm-up passes of a cell none of whose passes builds a kernel transform (cell_warmup): its first pass
+makes every allocation a pass makes (temp space, NNPACK's workspace, OpenBLAS's buffers), so one does.
+A quarter less work in the batch-8 cells, the run's longest (VGG-16 on armv7: its MXNet cell some 575 G
+guest instructions instead of 765 G). Measured on arm64 at batch 8 against two warm-up passes (README,
+"How the counts are made"): network cells within 1.5e-6, layer cells within 1e-5."""
 CELL_ENV = {
     "MXNET_CPU_NNPACK_NTHREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     "MXNET_CPU_WORKER_NTHREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine", "PYTHONHASHSEED": "0",
@@ -112,7 +111,13 @@ class Cell:
     flops_per_pass: float
     """Direct-convolution (and FC, pooling) FLOPs of one pass: how many passes to count (cell_passes)."""
     warmup: int | None = None
-    """Warm-up passes, if not CountOptions.warmup (a network's MXNet cell: NEVER_NETWORK_WARMUP)."""
+    """Warm-up passes, if not CountOptions.warmup (cell_warmup)."""
+
+
+def cell_warmup(batch: int, variants: Sequence[Variant]) -> int | None:
+    """SETTLED_WARMUP where no pass builds a kernel transform: at batch > 1 (patch 0007 precomputes one
+    for batch-1 convolutions only) and under MXNet's own code alone; else None (CountOptions.warmup)."""
+    return SETTLED_WARMUP if batch > 1 or all(variant.policy == "never" for variant in variants) else None
 
 
 def choice_variant(shape: ConvShape, choice: str) -> Variant:
@@ -137,9 +142,10 @@ def layer_variants(shape: ConvShape, budget_bytes: int = MEMORY_BUDGET_MB * 2**2
 def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None,
                budget_bytes: int = MEMORY_BUDGET_MB * 2**20) -> Cell:
     names = list(choices) if choices is not None else layer_variants(shape, budget_bytes)
+    variants = [choice_variant(shape, name) for name in names]
     return Cell(f"layer {shape.describe()} batch {shape.batch}",
                 ["--layer", json.dumps(shape.cell_spec(), separators=(",", ":"))], shape.batch,
-                [choice_variant(shape, name) for name in names], shape.flops_per_image * shape.batch)
+                variants, shape.flops_per_image * shape.batch, cell_warmup(shape.batch, variants))
 
 
 def network_cells(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> list[Cell]:
@@ -154,4 +160,4 @@ def network_cells(models: Path, network: str, batch: int, auto: dict[str, Any] |
     args = ["--models", str(models), "--network", network, "--batch", str(batch)]
     return [Cell(f"{network} batch {batch}, {variant.name}", args, batch, [variant],
                  network_flops_per_image(network) * batch,
-                 NEVER_NETWORK_WARMUP if variant.policy == "never" else None) for variant in variants]
+                 cell_warmup(batch, [variant])) for variant in variants]

@@ -225,7 +225,7 @@ class CellRunner:
                 "--warmup", str(self.warmup(cell)), "--passes", ",".join(map(str, self.passes(cell)))]
         started = time.monotonic()
         log.info(f"{cell.label}: counting {', '.join(v.name for v in cell.variants)} under QEMU "
-                 f"(K2 = {self.passes(cell)[1]}, started {time.strftime('%H:%M:%S')})")
+                 f"(K2 = {self.passes(cell)[1]}, {self.warmup(cell)} warm-up, started {time.strftime('%H:%M:%S')})")
         try:
             counted = self._run(argv, self.settings, env=self.environment(), cwd=self.work,
                                 timeout=self.options.timeout, inline=self.options.inline, log_path=self.log_path)
