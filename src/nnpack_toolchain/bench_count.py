@@ -38,7 +38,7 @@ from .count_layers import (ALWAYS, AUTO, MXNET, NEON_FLOP_PER_INSN, REPEAT_TOLER
                            auto_choice, check_layer_record, conv_layers, flop_per_insn, layer_choices,
                            network_flops_per_image, nnpack_rejects, record_over_budget, relative_difference,
                            tuning_table)
-from .count_cells import Cell, CountOptions, layer_cell, network_cells
+from .count_cells import SETTLED_WARMUP, Cell, CountOptions, layer_cell, network_cells
 from .count_runner import CellRunner, Measured
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson, save_figure
@@ -134,7 +134,7 @@ def run_count(target: Target, settings: Settings, env: PythonEnv, site: Path, wh
                         {"wheel_sha256": wheel_sha256, "qemu": qemu, "target": target.name}, log_path, run)
     results: dict[str, Any] = {
         "target": target.name, "wheel": wheel.name, "wheel_sha256": wheel_sha256, "qemu_user": qemu,
-        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup,
+        "python": env.label, "min_increment": options.min_increment, "warmup": options.warmup, "settled_warmup": SETTLED_WARMUP,
         "inline_counter": options.inline,
         "environment": options.environment(), "memory_budget_mb": options.memory_budget_mb,
         "neon_flop_per_insn": NEON_FLOP_PER_INSN, "networks": [], "layers": [], "shapes": [],
