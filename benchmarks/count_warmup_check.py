@@ -6,7 +6,8 @@ each and their relative difference. Needs that wheel in the toolchain home (invo
     PYTHONPATH=src python3 benchmarks/count_warmup_check.py arm64 8 never resnet18 inception-bn mobilenet
     PYTHONPATH=src python3 benchmarks/count_warmup_check.py arm64 8 always resnet18 mobilenet
 
-Session 20 (arm64 wheel df87871f): README, "How the counts are made".
+Session 20 (arm64 wheel df87871f): benchmarks/results/count-warmup-check-arm64.log, and the README
+beside "How the counts are made repeatable".
 """
 import json
 import sys
@@ -25,6 +26,9 @@ from nnpack_toolchain.target_env import python_env
 from nnpack_toolchain.targets import TARGETS
 
 RESULTS = Path(__file__).parent / "results"
+if len(sys.argv) < 5 or sys.argv[3] not in ("never", "always") or not sys.argv[2].isdigit():
+    sys.exit("usage: count_warmup_check.py TARGET BATCH never|always NETWORK... (auto's cell needs the layers' "
+             "counts: not checked here)")
 target_name, batch, policy, *networks = sys.argv[1:]
 settings = Settings()
 target = TARGETS[target_name]

@@ -941,7 +941,7 @@ def test_a_networks_never_and_always_cells_go_before_the_next_networks_layers(tm
     first_resnet_layer = min(order.index(cell) for cell in resnet_only)
     assert order.index("alexnet MXNet") < first_resnet_layer and order.index("alexnet NNPACK always") < first_resnet_layer
     # session 20, longest first: a network's never and always cells (VGG-16's MXNet cell at batch 8 on armv7: 2.4 h,
-    # more than all its layer cells on one worker) start before its layers, so the longest does not start last
+    # the run's longest single cell) start before its layers, so the longest does not start last
     assert sorted(order[:2]) == ["alexnet MXNet", "alexnet NNPACK always"], order[:3]
     assert order.index("resnet18 MXNet") < first_resnet_layer
 
@@ -977,3 +977,18 @@ def test_a_cell_warms_up_once_where_no_pass_builds_a_kernel_transform(tmp_path: 
     assert {name: forks["warmup"] for name, forks in rows[1]["forks"].items()} == {MXNET: 1, ALWAYS: 2, AUTO: 2}
     assert {forks["warmup"] for forks in rows[8]["forks"].values()} == {1}
     assert {forks["warmup"] for shape in results["shapes"] for forks in shape["forks"].values()} == {1, 2}
+
+
+def test_a_cells_cache_key_is_what_it_was_where_its_warm_up_did_not_change(tmp_path: Path) -> None:
+    """Session 20 gave batch-8 and MXNet-only cells one warm-up pass; every other cell must keep the key session
+    19's code (b91681a) computed for it, or a cache from before recounts hours of cells for nothing. The literals
+    are b91681a's keys of these cells (the scripts' digest fixed: a changed script changes every key, on purpose)."""
+    runner = CellRunner(fake_env(tmp_path), tmp_path / "site", tmp_path / "work", Settings(home=tmp_path),
+                        CountOptions(), {"wheel_sha256": "abc"}, tmp_path / "log", FakeQemu())
+    runner.script_digest = "0123456789abcdef"
+    keys = {cell.variants[0].policy: runner.key(cell)
+            for cell in count_cells.network_cells(tmp_path / "work" / "models", "resnet18", 1, {"plans": []})}
+    assert runner.key(layer_cell(SMALL)) == "7f6055780226c21392fb75807343fe94e3d847990db95f65ef29d7de595d379c"
+    assert keys["always"] == "fad30f1b860489b1a4e51e949747945cbd991eb052078978cd75bacf48e9e762"
+    assert keys["auto"] == "e2f191502bbdfe2e5ba65981b34eeda2b5411a34e9d1a6b59d50a745c3f1912b"
+    assert keys["never"] != "08b7bf2ae1262201a3954cb768b5ecf74a263eff87b8b29fddbc7bd287fb41d2"  # one warm-up pass now
