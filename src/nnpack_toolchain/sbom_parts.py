@@ -300,16 +300,13 @@ def _bundled_part(soname: str, sha256: str, pins_by_name: Mapping[str, Part],
 
 def _openblas_part(target_name: str, bundled: Iterable[tuple[str, str]], suite: str,
                    packages: Sequence[DebPackage] = ()) -> Part:
-    from packageurl import PackageURL
-
     target = parse_target(target_name)
     version = None
     for soname, _ in bundled:
         match = re.match(r"libopenblas\w*-r(\d+)(?:-[0-9a-f]{8})?\.(\d+(?:\.\d+)*)\.so", soname)
         if match:
             version = f"{match.group(1)}.{match.group(2)}"
-    purl = PackageURL(type="deb", namespace="debian", name="openblas", version=version,
-                      qualifiers={"distro": suite, "arch": target.debian_arch}).to_string()
+    purl = DebPackage("openblas", version or "", target.debian_arch).purl(suite)  # the sysroot's own, when found: _from_debian
     part = Part(ref=OPENBLAS_REF, name="openblas", version=version, licences=("BSD-3-Clause",), purl=purl,
                 description=f"OpenBLAS (pthread variant) from Debian {suite} {target.debian_arch}, "
                             "linked by MXNet",
