@@ -20,6 +20,7 @@ from nnpack_toolchain.count_cells import CountOptions, network_cells
 from nnpack_toolchain.count_layers import relative_difference
 from nnpack_toolchain.count_runner import CellRunner
 from nnpack_toolchain.insn_count import installed_qemu_version
+from nnpack_toolchain.procgroup import sigterm_unwinds
 from nnpack_toolchain.settings import Settings
 from nnpack_toolchain.smoke import current_wheel
 from nnpack_toolchain.target_env import python_env
@@ -37,22 +38,23 @@ env = python_env(target, settings)
 tmp = Path(tempfile.mkdtemp(prefix="warmup-"))
 env.install_wheel(Path(built.wheel), tmp / "site", tmp / "pip.log")
 write_models(tmp / "models", networks)
-for network in networks:
-    kept = json.loads((RESULTS / f"mxnet-count-{target_name}-{network}-batch{batch}.json").read_text())
-    (cell,) = [c for c in network_cells(tmp / "models", network, int(batch)) if c.variants[0].policy == policy]
-    row = next(row for row in kept["networks"] if row["batch"] == int(batch))
-    warmup = row["forks"][cell.variants[0].name].get("warmup") or kept["warmup"]  # per variant since session 20
-    if kept["wheel_sha256"] != built.wheel_sha256 or warmup != 2:
-        sys.exit(f"{network}: the kept result is of wheel {kept['wheel_sha256'][:8]} with {warmup} warm-up "
-                 f"passes, not of this wheel ({built.wheel_sha256[:8]}) with 2")
-    cell = replace(cell, warmup=1)
-    runner = CellRunner(env, tmp / "site", tmp / f"work-{network}", settings,
-                        CountOptions(inline=kept.get("inline_counter", True), jobs=1),
-                        {"wheel_sha256": built.wheel_sha256, "qemu": installed_qemu_version(), "target": target_name},
-                        tmp / "count.log")
-    name = cell.variants[0].name
-    m = runner.measure(cell, use_cache=False)[name]
-    want = row["insns_per_image"][name]
-    print(f"{network} batch {batch}, {name}: one warm-up pass {m.insns_per_image:,.0f}, two {want:,.0f}: "
-          f"{relative_difference(m.insns_per_image, want):.1e} apart ({m.record.get('nnpack_conv_calls_per_pass')} "
-          f"NNPACK convolutions per pass)", flush=True)
+with sigterm_unwinds():  # SIGTERM stops the running QEMU's group too (run_group), not this process alone
+    for network in networks:
+        kept = json.loads((RESULTS / f"mxnet-count-{target_name}-{network}-batch{batch}.json").read_text())
+        (cell,) = [c for c in network_cells(tmp / "models", network, int(batch)) if c.variants[0].policy == policy]
+        row = next(row for row in kept["networks"] if row["batch"] == int(batch))
+        warmup = row["forks"][cell.variants[0].name].get("warmup") or kept["warmup"]  # per variant since session 20
+        if kept["wheel_sha256"] != built.wheel_sha256 or warmup != 2:
+            sys.exit(f"{network}: the kept result is of wheel {kept['wheel_sha256'][:8]} with {warmup} warm-up "
+                     f"passes, not of this wheel ({built.wheel_sha256[:8]}) with 2")
+        cell = replace(cell, warmup=1)
+        runner = CellRunner(env, tmp / "site", tmp / f"work-{network}", settings,
+                            CountOptions(inline=kept.get("inline_counter", True), jobs=1),
+                            {"wheel_sha256": built.wheel_sha256, "qemu": installed_qemu_version(), "target": target_name},
+                            tmp / "count.log")
+        name = cell.variants[0].name
+        m = runner.measure(cell, use_cache=False)[name]
+        want = row["insns_per_image"][name]
+        print(f"{network} batch {batch}, {name}: one warm-up pass {m.insns_per_image:,.0f}, two {want:,.0f}: "
+              f"{relative_difference(m.insns_per_image, want):.1e} apart ({m.record.get('nnpack_conv_calls_per_pass')} "
+              f"NNPACK convolutions per pass)", flush=True)
