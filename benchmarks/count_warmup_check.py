@@ -5,8 +5,12 @@ each and their relative difference. Needs that wheel in the toolchain home (invo
 
     PYTHONPATH=src python3 benchmarks/count_warmup_check.py arm64 8 never resnet18 inception-bn mobilenet
     PYTHONPATH=src python3 benchmarks/count_warmup_check.py arm64 8 always resnet18 mobilenet
+    PYTHONPATH=src python3 benchmarks/count_warmup_check.py arm64 8 auto mobilenet inception-bn resnet18
 
-Session 20 (arm64 wheel df87871f): benchmarks/results/count-warmup-check-arm64.log, and the README
+auto's cell is pinned to the kept result's per-layer choices (its auto_choices), as bench_count.count_network
+pins them from the layers' counts.
+
+Sessions 20 and 21 (arm64 wheel df87871f): benchmarks/results/count-warmup-check-arm64.log, and the README
 beside "How the counts are made repeatable".
 """
 import json
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from nnpack_toolchain.bench_count import write_models
 from nnpack_toolchain.count_cells import CountOptions, network_cells
-from nnpack_toolchain.count_layers import relative_difference
+from nnpack_toolchain.count_layers import conv_layers, nnpack_rejects, relative_difference, tuning_table
 from nnpack_toolchain.count_runner import CellRunner
 from nnpack_toolchain.insn_count import installed_qemu_version
 from nnpack_toolchain.procgroup import sigterm_unwinds
@@ -27,9 +31,8 @@ from nnpack_toolchain.target_env import python_env
 from nnpack_toolchain.targets import TARGETS
 
 RESULTS = Path(__file__).parent / "results"
-if len(sys.argv) < 5 or sys.argv[3] not in ("never", "always") or not sys.argv[2].isdigit():
-    sys.exit("usage: count_warmup_check.py TARGET BATCH never|always NETWORK... (auto's cell needs the layers' "
-             "counts: not checked here)")
+if len(sys.argv) < 5 or sys.argv[3] not in ("never", "always", "auto") or not sys.argv[2].isdigit():
+    sys.exit("usage: count_warmup_check.py TARGET BATCH never|always|auto NETWORK...")
 target_name, batch, policy, *networks = sys.argv[1:]
 settings = Settings()
 target = TARGETS[target_name]
@@ -41,8 +44,10 @@ write_models(tmp / "models", networks)
 with sigterm_unwinds():  # SIGTERM stops the running QEMU's group too (run_group), not this process alone
     for network in networks:
         kept = json.loads((RESULTS / f"mxnet-count-{target_name}-{network}-batch{batch}.json").read_text())
-        (cell,) = [c for c in network_cells(tmp / "models", network, int(batch)) if c.variants[0].policy == policy]
         row = next(row for row in kept["networks"] if row["batch"] == int(batch))
+        choices = {layer.shape: row["auto_choices"][layer.name] for layer in conv_layers(network, int(batch))}
+        auto = tuning_table([(shape, choice) for shape, choice in choices.items() if nnpack_rejects(shape) is None])
+        (cell,) = [c for c in network_cells(tmp / "models", network, int(batch), auto) if c.variants[0].policy == policy]
         warmup = row["forks"][cell.variants[0].name].get("warmup") or kept["warmup"]  # per variant since session 20
         if kept["wheel_sha256"] != built.wheel_sha256 or warmup != 2:
             sys.exit(f"{network}: the kept result is of wheel {kept['wheel_sha256'][:8]} with {warmup} warm-up "

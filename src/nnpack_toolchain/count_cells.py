@@ -31,8 +31,8 @@ SETTLED_WARMUP = 1
 makes every allocation a pass makes (temp space, NNPACK's workspace, OpenBLAS's buffers), so one does.
 A quarter less work in the batch-8 cells, the run's longest (VGG-16 on armv7: its MXNet cell some 575 G
 guest instructions instead of 765 G). Measured on arm64 at batch 8 against two warm-up passes (README,
-"How the counts are made"; benchmarks/results/count-warmup-check-arm64.log): MXNet's and NNPACK always's
-network cells within 2.4e-6, a layer cell's variants within 1e-5."""
+"How the counts are made"; benchmarks/results/count-warmup-check-arm64.log): MXNet's, NNPACK always's and
+auto's network cells within 2.7e-6, a layer cell's variants within 1e-5."""
 CELL_ENV = {
     "MXNET_CPU_NNPACK_NTHREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     "MXNET_CPU_WORKER_NTHREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine", "PYTHONHASHSEED": "0",
