@@ -195,6 +195,8 @@ class Counted:
     totals: tuple[int, ...] = ()
     """Every total the plugin printed, in order: each forked child's (that exited without exec) when it
     exited, this one's last. A forked child's total includes everything before its fork."""
+    plugin_output: str = ""
+    """The plugin's whole log: every process's per-vCPU lines (not inline) and totals."""
 
 
 def parse_counts(text: str) -> tuple[int, dict[int, int]] | None:
@@ -264,7 +266,7 @@ def run_counted(command: Sequence[str | os.PathLike[str]], settings: Settings, *
         how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
         raise InsnCountError(f"{_name(command)} {how} under QEMU (its count of {counts[0]} instructions is not "
                              f"used): {last}; fix the program or its arguments", log_path=log_path)
-    return Counted(counts[0], counts[1], proc.stdout, proc.stderr, all_totals(plugin_out))
+    return Counted(counts[0], counts[1], proc.stdout, proc.stderr, all_totals(plugin_out), plugin_out)
 
 
 def count_instructions(command: Sequence[str | os.PathLike[str]], settings: Settings, *,

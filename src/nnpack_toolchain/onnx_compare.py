@@ -15,7 +15,7 @@
    venv). Its outputs on the exporter's input must agree with MXNet's within TOLERANCE: with
    the exporter's (x86-64, oneDNN) and, given the project's wheel, with the target's MXNet on
    the same weights and input (policy never: MXNet's own code; always: NNPACK, reported).
-3. Instructions per image (ARM, under the host's QEMU 7.2 with its insn plugin, insn_count.py):
+3. Instructions per image (ARM, onnx_count.py: under the host's QEMU 7.2 with its insn plugin):
    single-threaded (intra_op_num_threads = inter_op_num_threads = 1, sequential execution,
    OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = 1; the plugin's per-vCPU lines confirm one thread).
    One process loads the model, builds the session and runs WARMUP passes, then forks
@@ -23,7 +23,7 @@
    process's total at its exit, a forked child's including everything its parent did before the
    fork, so interpreter start-up, imports, session building and warm-up cancel exactly; the
    parent's own instructions between two forks (d) are measured by the repeats and taken out
-   (`per_image`), and the two K2-K1 increments must agree within REPEAT_TOLERANCE. This is the
+   (`onnx_count.per_image`), and the two K2-K1 increments must agree within REPEAT_TOLERANCE. This is the
    method of `invoke bench --count` (bench_count.py) for MXNet, so the columns compare.
 4. Timing on x86-64 (`timing_records`): onnxruntime in the export venv beside PyPI mxnet, as
    records in bench.py's format (`images_per_second["onnxruntime"]`), for bench.py to merge.
@@ -35,25 +35,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from . import insn_count, log
+from . import log
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson
 from .model_zoo import MODELS, write_model
-from .procgroup import run_group
+from .onnx_count import COUNT_ENV, count_mxnet, count_onnxruntime, parse_records
 from .runner import run
 from .settings import Settings
 from .target_env import PYTHON_RELEASE, PythonEnv, host_venv, python_env
@@ -72,15 +70,9 @@ WHEEL_PLATFORMS = {"arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
                    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64")}
 TOLERANCE = 1e-4
 """Largest max|ORT - MXNet| / max|MXNet| per output (logits and probabilities) against MXNet's own code."""
-REPEAT_TOLERANCE = 1e-3
-"""The two K2-K1 increments of one count (and two counts of one cell) must agree within 0.1 %."""
 MXNET_COUNT_POLICIES = ("never", "always")
 """What --mxnet-count may ask for: MXNet's own code, NNPACK on every layer it can run (auto would time the
 layers, or need the pinned table `invoke bench --count` makes from its per-layer counts)."""
-COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
-                   "MXNET_ENFORCE_DETERMINISM": "1"}
-"""MXNet counted as `invoke bench --count` counts it: one thread, operators on the calling thread."""
 
 
 @dataclass
@@ -118,10 +110,6 @@ def parse_policies(text: str) -> tuple[str, ...]:
     """--mxnet-count: "never,always" -> ("never", "always"); "none" (or "") -> ()."""
     names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
     return () if names == ("none",) else names
-
-
-def parse_records(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
 
 
 def run_script(env: PythonEnv, script: str, args: Sequence[str | Path], extra_env: Mapping[str, str],
@@ -238,94 +226,6 @@ def relative_errors(reference: Mapping[str, Any], ort: Mapping[str, Any], policy
     return errors
 
 
-# 3. Counting ----------------------------------------------------------------------------------
-
-def per_image(totals: Sequence[int], passes: tuple[int, int], batch: int) -> dict[str, Any]:
-    """Instructions per image from the plugin's totals [uncounted fork, K1, K2, K1, K2, parent].
-
-    Fork i's total is S + i*d + W(K_i) (S: everything before the first counted fork, d: the
-    parent's own instructions per fork): d = ((g2 - g0) + (g3 - g1)) / 4, and the two increments
-    W(K2) - W(K1) = g1 - g0 - d = g3 - g2 - d. Per image: their mean / (K2 - K1) / batch.
-    """
-    if len(totals) != 6:
-        raise VerificationError(f"expected 6 instruction totals (5 forks and the process), got {len(totals)}: "
-                                "a fork failed or QEMU printed no count")
-    _, g0, g1, g2, g3, _ = totals
-    d = ((g2 - g0) + (g3 - g1)) / 4
-    increments = [g1 - g0 - d, g3 - g2 - d]
-    mean = sum(increments) / 2
-    if mean <= 0:
-        raise VerificationError(f"the counted passes added no instructions ({increments}): nothing ran")
-    spread = abs(increments[0] - increments[1]) / mean
-    result = {"per_image": mean / (passes[1] - passes[0]) / batch, "increments": increments, "fork_overhead": d,
-              "spread": spread, "totals": list(totals), "startup": g0, "passes": list(passes), "batch": batch}
-    if spread > REPEAT_TOLERANCE:
-        raise VerificationError(f"the two counted increments differ by {spread:.2%} (> {REPEAT_TOLERANCE:.1%}): "
-                                f"{increments[0]:.0f} vs {increments[1]:.0f}; count more passes (--passes)")
-    return result
-
-
-CPU_LINE = re.compile(r"^cpu (\d+) insns: \d+$", re.M)
-
-
-def count_onnxruntime(env: PythonEnv, site: Path, exported: Exported, settings: Settings, options: OnnxOptions,
-                      log_path: Path) -> dict[str, Any]:
-    """Guest instructions per image of ONNX Runtime on exported, single-threaded, under the host's QEMU 7.2."""
-    counts = _count(env, site, ["ort", "--model", exported.model], COUNT_ENV, exported, settings, options, log_path,
-                    "ONNX Runtime")
-    if counts["vcpus"] != [0]:
-        raise VerificationError(f"ONNX Runtime ran guest threads on vCPUs {counts['vcpus']}, not one thread",
-                                log_path=log_path)
-    return {**counts, "session": "intra_op_num_threads=1, inter_op_num_threads=1, ORT_SEQUENTIAL, default "
-                                 "optimisations"}
-
-
-def count_mxnet(env: PythonEnv, site: Path, symbol: Path, exported: Exported, policy: str, settings: Settings,
-                options: OnnxOptions, log_path: Path) -> dict[str, Any]:
-    """Guest instructions per image of the project's MXNet (NNPACK policy `policy`) on the same weights and input."""
-    return _count(env, site, ["mxnet", "--symbol", symbol, "--policies", policy], MXNET_COUNT_ENV, exported, settings,
-                  options, log_path, f"MXNet ({policy})")
-
-
-def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Mapping[str, str], exported: Exported,
-           settings: Settings, options: OnnxOptions, log_path: Path, what: str) -> dict[str, Any]:
-    counting = replace(env, qemu=env.target.qemu_binary)  # the host's qemu-<arch>: it loads the insn plugin
-    command = [*counting.argv, SCRIPTS / "onnx_cell.py", *args, "--input", exported.input,
-               "--count", ",".join(map(str, options.passes)), "--warmup", str(options.warmup)]
-    plugin = insn_count.ensure_insn_plugin(settings)
-    begin = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="nntc-onnx-insn-") as tmp:
-        qemu_log = Path(tmp) / "qemu.log"
-        argv = insn_count.counted_argv(command, plugin, qemu_log)
-        try:
-            proc = run_group(argv, env=counting.environment({"PYTHONPATH": str(site), **extra_env}),
-                             capture_output=True, text=True, errors="replace", timeout=COUNT_TIMEOUT,
-                             stdin=subprocess.DEVNULL)
-        except FileNotFoundError as exc:
-            raise insn_count.MissingToolError({argv[0]: insn_count.QEMU_USER}) from exc
-        except subprocess.TimeoutExpired:
-            raise VerificationError(f"counting {what} under {argv[0]} ran longer than {COUNT_TIMEOUT} s and was "
-                                    "stopped; count fewer passes (--passes) or a smaller batch",
-                                    log_path=log_path) from None
-        plugin_out = qemu_log.read_text(errors="replace") if qemu_log.is_file() else ""
-    with open(log_path, "a") as stream:
-        stream.write(f"\n$ {' '.join(map(str, argv))}\n# exit code {proc.returncode}\n{proc.stdout}{proc.stderr}"
-                     f"# QEMU log:\n{plugin_out}")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerificationError(f"counting {what} under {argv[0]} failed: {last}", log_path=log_path)
-    totals = [int(m.group(1)) for m in insn_count.TOTAL.finditer(plugin_out)]
-    counts = per_image(totals, options.passes, int(exported.record["batch"]))
-    vcpus = sorted({int(m.group(1)) for m in CPU_LINE.finditer(plugin_out)})
-    [record] = [r for r in parse_records(proc.stdout) if r["kind"].endswith("-count")]
-    return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": argv[0], "vcpus": vcpus,
-            "single_threaded": vcpus == [0], "environment": dict(extra_env), "script": record}
-
-
-COUNT_TIMEOUT = 7200
-"""Seconds one counted process may take (VGG-16 at batch 1 takes some 30 minutes here)."""
-
-
 # The whole comparison -------------------------------------------------------------------------
 
 def symbol_file(name: str, options: OnnxOptions, directory: Path) -> Path:
@@ -401,11 +301,13 @@ def run_onnx_compare(target: Target, settings: Settings, options: OnnxOptions) -
                     log.warn(f"ONNX Runtime's outputs on {network} batch {batch} differ from MXNet's beyond "
                              f"{TOLERANCE:g}: " + "; ".join(cell["failures"]))
                 elif emulated and options.count:
-                    cell["count"] = count_onnxruntime(env, ort_site, exported, settings, options, step.log_path)
+                    cell["count"] = count_onnxruntime(env, ort_site, exported, settings, options.passes, options.warmup,
+                                                      step.log_path)
                     if mx_site is not None and options.mxnet_count:
                         symbol = symbol_file(network, options, symbols)
                         cell["mxnet_count"] = {
-                            policy: count_mxnet(env, mx_site, symbol, exported, policy, settings, options, step.log_path)
+                            policy: count_mxnet(env, mx_site, symbol, exported, policy, settings, options.passes,
+                                                options.warmup, step.log_path)
                             for policy in options.mxnet_count}
                 results["cells"].append(cell)
                 saved.save_partial(results)

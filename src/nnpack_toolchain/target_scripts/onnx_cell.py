@@ -16,7 +16,7 @@ inter_op_num_threads = 1, sequential execution), with its default graph optimisa
 user gets). --count: the session is made and warmed up once, then this process forks
 grandchildren doing K1, K2, K1, K2 passes (after one uncounted fork), each exiting at once; the
 QEMU insn plugin prints every process's total when it exits, a forked one's including everything
-before its fork, so start-up and warm-up cancel (onnx_compare.per_image). Prints one
+before its fork, so start-up and warm-up cancel (onnx_count.per_image). Prints one
 `RESULT {json}` line; a failure exits 1 with a message on stderr.
 """
 
