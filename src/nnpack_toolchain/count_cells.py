@@ -29,8 +29,8 @@ node never builds one, the second does (patch 0007), so from the third on every 
 SETTLED_WARMUP = 1
 """Warm-up passes of a cell none of whose passes builds a kernel transform (cell_warmup): its first pass
 makes every allocation a pass makes (temp space, NNPACK's workspace, OpenBLAS's buffers), so one does.
-A quarter less work in the batch-8 cells, the run's longest (VGG-16 on armv7: its MXNet cell some 575 G
-guest instructions instead of 765 G). Measured on arm64 at batch 8 against two warm-up passes (README,
+A quarter less work in the batch-8 cells, the run's longest (VGG-16 on armv7: its MXNet cell 585 G guest
+instructions, counted in session 21, instead of some 775 G). Measured on arm64 at batch 8 against two warm-up passes (README,
 "How the counts are made"; benchmarks/results/count-warmup-check-arm64.log): MXNet's, NNPACK always's and
 auto's network cells within 2.7e-6, a layer cell's variants within 1e-5."""
 CELL_ENV = {
@@ -151,10 +151,10 @@ def layer_cell(shape: ConvShape, choices: Sequence[str] | None = None,
 
 def network_cells(models: Path, network: str, batch: int, auto: dict[str, Any] | None = None) -> list[Cell]:
     """never and always, and auto with the `auto` table when given: one cell per variant. A network's
-    variants are the run's longest cells (VGG-16 at batch 8 on armv7, from batch 1's per-image counts and
-    one warm-up pass: some 575 G guest instructions for MXNet's, 70 G for always's), and a cell runs in one
-    process: apart, two workers count two of them at once, and never and always (which need no layer
-    counts) can start before the layers are done. The counts are the
+    variants are the run's longest cells (VGG-16 at batch 8 on armv7, session 21: MXNet's 585 G guest
+    instructions in 57 minutes, always's 190 G in 27), and a cell runs in one process: apart, two workers
+    count two of them at once, and never and always (which need no layer counts) can start before the
+    layers are done. The counts are the
     same either way: each variant's come from its own forks (start-up and binding cancel)."""
     variants = [Variant(MXNET, "never"), Variant(ALWAYS, "always")]
     if auto is not None:
