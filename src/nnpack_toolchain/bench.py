@@ -35,7 +35,7 @@ from .files import atomic_write_text, save_figure
 from .locks import exclusive
 from .model_zoo import MODELS, write_model
 from .settings import Settings
-from .smoke import SCRIPTS, current_wheel
+from .smoke import SCRIPTS, current_wheel, parse_records
 from .target_env import PythonEnv, host_venv, python_env
 from .targets import Target
 
@@ -93,10 +93,6 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ConfigurationError(f"{what}: expected comma-separated integers, got {text!r}") from None
-
-
-def parse_records(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
 
 
 def cpu_name() -> str:

@@ -51,7 +51,7 @@ from .files import atomic_write_text
 from .insn_count import run_counted
 from .procgroup import GRACE_SECONDS, stop_running
 from .settings import Settings
-from .smoke import SCRIPTS
+from .smoke import SCRIPTS, parse_records
 from .target_env import PythonEnv
 
 FORKS = 6
@@ -231,8 +231,7 @@ class CellRunner:
                                 timeout=self.options.timeout, inline=self.options.inline, log_path=self.log_path)
         finally:
             variants.unlink(missing_ok=True)
-        records = [json.loads(line[len("RESULT "):]) for line in counted.stdout.splitlines()
-                   if line.startswith("RESULT ")]
+        records = parse_records(counted.stdout)
         entry = {"totals": list(counted.totals), "threads": len(counted.per_vcpu) or 1, "passes": self.passes(cell),
                  "seconds": round(time.monotonic() - started, 1), "records": records}
         if keep:

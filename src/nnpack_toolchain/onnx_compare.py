@@ -51,13 +51,13 @@ from . import log
 from .errors import ConfigurationError, VerificationError
 from .files import ResultsJson
 from .model_zoo import MODELS, write_model
-from .onnx_count import COUNT_ENV, count_mxnet, count_onnxruntime, parse_records
+from .onnx_count import COUNT_ENV, count_mxnet, count_onnxruntime
 from .runner import run
 from .settings import Settings
+from .smoke import SCRIPTS, parse_records
 from .target_env import PYTHON_RELEASE, PythonEnv, host_venv, python_env
 from .targets import Target
 
-SCRIPTS = Path(__file__).parent / "target_scripts"
 ONNX_NETWORKS = ("alexnet", "vgg16", "resnet18", "inception-bn")
 ONNXRUNTIME = "onnxruntime==1.20.1"
 """cp39 .. cp313 wheels for x86-64 and aarch64 (manylinux_2_27/2_28: Debian 11's glibc 2.31 is enough),

@@ -10,35 +10,28 @@ of `invoke bench --count`, and its arithmetic (count_layers.fork_counts), so the
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import insn_count
 from .count_layers import REPEAT_TOLERANCE, fork_counts
+from .count_runner import counting_env
 from .errors import VerificationError
 from .settings import Settings
+from .smoke import SCRIPTS, parse_records
 from .target_env import PythonEnv
 
 if TYPE_CHECKING:
     from .onnx_compare import Exported
 
-SCRIPTS = Path(__file__).parent / "target_scripts"
 COUNT_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 MXNET_COUNT_ENV = {**COUNT_ENV, "MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_NNPACK_NTHREADS": "1",
                    "MXNET_ENFORCE_DETERMINISM": "1"}
 """MXNet counted as `invoke bench --count` counts it: one thread, operators on the calling thread."""
 COUNT_TIMEOUT = 7200
 """Seconds one counted process may take (VGG-16 at batch 1 takes some 30 minutes here)."""
-CPU_LINE = re.compile(r"^cpu (\d+) insns: \d+$", re.M)
-
-
-def parse_records(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
 
 
 def per_image(totals: Sequence[int], passes: tuple[int, int], batch: int) -> dict[str, Any]:
@@ -80,7 +73,7 @@ def count_mxnet(env: PythonEnv, site: Path, symbol: Path, exported: Exported, po
 
 def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Mapping[str, str], exported: Exported,
            settings: Settings, passes: tuple[int, int], warmup: int, log_path: Path, what: str) -> dict[str, Any]:
-    counting = replace(env, qemu=env.target.qemu_binary)  # the host's qemu-<arch>: it loads the insn plugin
+    counting = counting_env(env)  # the host's qemu-<arch>: it loads the insn plugin
     command = [*counting.argv, SCRIPTS / "onnx_cell.py", *args, "--input", exported.input,
                "--count", ",".join(map(str, passes)), "--warmup", str(warmup)]
     begin = time.monotonic()
@@ -90,7 +83,7 @@ def _count(env: PythonEnv, site: Path, args: Sequence[str | Path], extra_env: Ma
     except insn_count.InsnCountError as error:
         raise VerificationError(f"counting {what}: {error.message}", log_path=log_path) from None
     counts = per_image(counted.totals, passes, int(exported.record["batch"]))
-    vcpus = sorted({int(m.group(1)) for m in CPU_LINE.finditer(counted.plugin_output)})
+    vcpus = sorted({int(m.group(1)) for m in insn_count.PER_VCPU.finditer(counted.plugin_output)})
     [record] = [r for r in parse_records(counted.stdout) if r["kind"].endswith("-count")]
     return {**counts, "seconds": round(time.monotonic() - begin, 1), "qemu": str(counting.argv[0]), "vcpus": vcpus,
             "single_threaded": vcpus == [0], "environment": dict(extra_env), "script": record}

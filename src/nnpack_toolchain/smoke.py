@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -81,8 +82,13 @@ class SmokeResult:
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
+def parse_records(output: str) -> list[dict[str, Any]]:
+    """The `RESULT {json}` lines a target script prints, parsed."""
+    return [json.loads(line[len("RESULT "):]) for line in output.splitlines() if line.startswith("RESULT ")]
+
+
 def parse_results(output: str) -> list[SmokeTest]:
-    return [SmokeTest(**json.loads(line[len("RESULT "):])) for line in output.splitlines() if line.startswith("RESULT ")]
+    return [SmokeTest(**record) for record in parse_records(output)]
 
 
 def current_wheel(target: Target, settings: Settings) -> WheelResult:
